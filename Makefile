@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh machine (only Python 3.11 and a compiler needed):
+#   make run    installs into .venv, migrates, creates the operator, runs the whole stack
+#   make test   installs into .venv and runs the test suite
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format check-deploy check-deploy-ci bench clean
+
+$(VENV)/.installed: requirements/base.txt requirements/test.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip wheel
+	$(PIP) install --quiet -r requirements/test.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensure_operator
+	PORT=$(PORT) $(PY) -m tradebaas.supervisor --port $(PORT)
+
+test: install
+	DJANGO_SETTINGS_MODULE=tradebaas.settings.test $(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+check-deploy: install
+	DJANGO_SETTINGS_MODULE=tradebaas.settings.production $(PY) manage.py check --deploy --fail-level WARNING
+
+# CI: production settings with throw-away values must pass `check --deploy` with no warnings.
+check-deploy-ci: install
+	DJANGO_SETTINGS_MODULE=tradebaas.settings.production \
+	SECRET_KEY=ci-$$(head -c 48 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9' | head -c 60) \
+	ALLOWED_HOSTS=trade.example.com CREDENTIALS_KEYS=lhMf7hrCrD6JbgQh4l6x_9uXfMD9ovdZbkhzyAcBGmE= \
+	$(PY) manage.py check --deploy --fail-level WARNING
+
+bench: install
+	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache

@@ -1,0 +1,66 @@
+"""Fixtures shared by every app's tests: users, logged-in clients, API tokens, artifacts, workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tradebaas.redis import redis_client, rkey
+
+ARTIFACTS = Path(os.environ.get("TRADEBAAS_ARTIFACTS", Path(__file__).parent / "artifacts"))
+
+
+@pytest.fixture
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def password() -> str:
+    return "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def user(db, password):
+    return get_user_model().objects.create_user(username="trader", password=password, is_staff=True)
+
+
+@pytest.fixture
+def auth_client(client, user):
+    """Django test client with a logged-in trader (pages and session-authenticated API)."""
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def api_client(user) -> APIClient:
+    """DRF client authenticated with the trader's API token."""
+    token, _ = Token.objects.get_or_create(user=user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def anon_api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis_keys():
+    """Each test leaves none of our locks, heartbeats or cache entries behind.
+
+    Queue keys stay: a module-scoped worker process would lose its bindings.
+    """
+    yield
+    client = redis_client()
+    for pattern in ("lock:*", "hb:*", "cache*", "state:*"):
+        keys = list(client.scan_iter(match=rkey(pattern), count=500))
+        if keys:
+            client.delete(*keys)
