@@ -11,6 +11,7 @@ api_v2 = [
     path("", include("apps.brokers.urls")),
     path("", include("apps.risk.urls")),
     path("", include("apps.strategies.urls")),
+    path("", include("apps.strategies.run_urls")),
     path("", include("apps.orders.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
