@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format check-deploy check-deploy-ci bench clean
+.PHONY: install run test lint format check-deploy check-deploy-ci vendor bench clean
 
 $(VENV)/.installed: requirements/base.txt requirements/test.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -44,6 +44,13 @@ check-deploy-ci: install
 	SECRET_KEY=ci-$$(head -c 48 /dev/urandom | base64 | tr -dc 'a-zA-Z0-9' | head -c 60) \
 	ALLOWED_HOSTS=trade.example.com CREDENTIALS_KEYS=lhMf7hrCrD6JbgQh4l6x_9uXfMD9ovdZbkhzyAcBGmE= \
 	$(PY) manage.py check --deploy --fail-level WARNING
+
+# Front-end libraries from the npm registry, pinned in package.json, copied into static/vendor/.
+vendor:
+	npm ci --no-audit --no-fund
+	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx-2.0.11.min.js
+	cp node_modules/htmx-ext-ws/ws.js static/vendor/htmx-ext-ws-2.0.4.js
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js static/vendor/lightweight-charts-4.2.3.js
 
 bench: install
 	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
