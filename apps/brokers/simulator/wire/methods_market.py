@@ -1,0 +1,3 @@
+"""Public market data: instruments, ticker, chart data, index price."""
+
+from __future__ import annotations

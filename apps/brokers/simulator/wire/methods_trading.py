@@ -1,0 +1,3 @@
+"""Private trading and account methods."""
+
+from __future__ import annotations
