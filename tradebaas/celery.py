@@ -15,14 +15,23 @@ import threading
 
 from celery import Celery, signals
 from celery.beat import PersistentScheduler
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradebaas.settings.base")
 
 app = Celery("tradebaas")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("runner"))
-app.conf.task_routes = {"apps.strategies.tasks.run_loop": {"queue": "runner"}}
+app.conf.task_queues = (
+    Queue("default", Exchange("default"), routing_key="default"),
+    Queue("runner", Exchange("runner"), routing_key="runner"),
+)
+app.conf.task_routes = {
+    "apps.strategies.tasks.run_loop": {
+        "queue": "runner",
+        "exchange": "runner",
+        "routing_key": "runner",
+    }
+}
 app.conf.beat_scheduler = "tradebaas.celery:HeartbeatScheduler"
 app.conf.beat_schedule = {
     "orphan-sweep": {"task": "apps.orders.tasks.orphan_sweep", "schedule": 60.0},

@@ -24,3 +24,17 @@ def test_real_worker_runs_a_task_and_beats(tmp_path):
             what="worker heartbeat",
         )
         assert min(ages.values()) < 20
+
+
+def test_runner_queue_is_served_only_by_the_runner_worker(tmp_path):
+    """A task sent to the runner queue must never be picked up by the default worker."""
+    with running_process(
+        celery_argv("default", "t-default2"), child_env(), tmp_path / "default.log"
+    ):
+        pending = ping.apply_async(args=["runner-only"], queue="runner")
+        with pytest.raises(Exception):  # noqa: B017 - celery raises TimeoutError
+            pending.get(timeout=5)
+        with running_process(
+            celery_argv("runner", "t-runner"), child_env(), tmp_path / "runner.log"
+        ):
+            assert pending.get(timeout=60)["value"] == "runner-only"
