@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from celery import exceptions as celery_exceptions
 
 from apps.monitoring.health import heartbeats
 from apps.monitoring.tasks import ping
@@ -32,7 +33,7 @@ def test_runner_queue_is_served_only_by_the_runner_worker(tmp_path):
         celery_argv("default", "t-default2"), child_env(), tmp_path / "default.log"
     ):
         pending = ping.apply_async(args=["runner-only"], queue="runner")
-        with pytest.raises(Exception):  # noqa: B017 - celery raises TimeoutError
+        with pytest.raises(celery_exceptions.TimeoutError):
             pending.get(timeout=5)
         with running_process(
             celery_argv("runner", "t-runner"), child_env(), tmp_path / "runner.log"
