@@ -91,7 +91,7 @@ class DeribitBroker:
         auto_reconnect: bool = False,
         request_timeout: float = 10.0,
         order_timeout: float | None = None,
-        heartbeat_interval: int | None = 30,
+        heartbeat_interval: float | None = 30,
         take_profit_type: str = "take_limit",
         currencies: tuple[str, ...] = DEFAULT_CURRENCIES,
         use_valid_until: bool = True,

@@ -104,7 +104,7 @@ class DeribitClient:
         *,
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
-        heartbeat_interval: int | None = 30,
+        heartbeat_interval: float | None = 30,
         auto_reconnect: bool = False,
         reconnect_base_delay: float = 0.5,
         reconnect_max_delay: float = 30.0,
@@ -112,8 +112,8 @@ class DeribitClient:
         refresh_fraction: float = 0.8,
         rng: random.Random | None = None,
     ) -> None:
-        if heartbeat_interval is not None and heartbeat_interval < 10:
-            raise ValueError("Deribit's heartbeat interval is at least 10 seconds")
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be positive (Deribit's minimum is 10 s)")
         self.url = url
         self.client_id = client_id
         self._secret = _Secret(client_secret)
