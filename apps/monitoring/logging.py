@@ -15,7 +15,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("log_context", default={})  # noqa: B039
-CONTEXT_KEYS = ("run_id", "bracket_id", "account_id", "broker", "instrument", "state", "order_id")
+CONTEXT_KEYS = (
+    "run_id",
+    "bracket_id",
+    "account_id",
+    "broker",
+    "instrument",
+    "state",
+    "order_id",
+    "event_id",
+    "event_kind",
+    "event_context",
+)
 _SECRET_PATTERNS = [
     re.compile(
         r"(?i)(client_secret|api_secret|secret|password|access_token|refresh_token|token)"
@@ -24,10 +35,14 @@ _SECRET_PATTERNS = [
 ]
 
 
+# Telegram bot tokens travel inside URLs (https://api.telegram.org/bot<id>:<secret>/sendMessage).
+_BOT_TOKEN = re.compile(r"\bbot\d+:[A-Za-z0-9_-]+")
+
+
 def mask_secrets(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-    return text
+    return _BOT_TOKEN.sub("bot***", text)
 
 
 @contextlib.contextmanager
@@ -66,4 +81,5 @@ class JsonFormatter(logging.Formatter):
                 payload[key] = value
         if record.exc_info:
             payload["exc"] = mask_secrets(self.formatException(record.exc_info))
-        return json.dumps(payload, default=str)
+        # Context values may carry secrets too: mask the whole line, not only the message.
+        return mask_secrets(json.dumps(payload, default=str))
