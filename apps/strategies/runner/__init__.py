@@ -1,0 +1,1 @@
+"""The strategy loop: lock, supervisor, reconcile and the loop itself."""
