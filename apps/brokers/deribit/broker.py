@@ -306,6 +306,9 @@ class DeribitBroker:
         except OrderOutcomeUnknown:
             logger.warning("deribit bracket %s: outcome unknown", request.bracket_id)
             raise
+        except BaseException:
+            self._unknown_deadlines.pop(request.bracket_id, None)  # known: not placed
+            raise
         self._unknown_deadlines.pop(request.bracket_id, None)
         entry = codec.order_from_deribit(result["order"])
         try:

@@ -254,6 +254,8 @@ class DeribitClient:
             await ws.close()
             self._fail_pending(ConnectionLost, "connection closed during connect")
             raise
+        if generation != self._generation:  # lost between the last answer and here
+            raise ConnectionLost("connection closed during connect")
         self._state = ConnectionState.CONNECTED
         self.connected_since_ms = _now_ms()
         self.last_error = None
@@ -388,8 +390,7 @@ class DeribitClient:
             self._refresher.cancel()
         self._refresher = None
         self._fail_pending(ConnectionLost, reason)
-        if self._state is not ConnectionState.CONNECTING:
-            self._state = ConnectionState.DISCONNECTED
+        self._state = ConnectionState.DISCONNECTED
         if was_connected:
             self.connected_since_ms = None
             self._emit(EventKind.DISCONNECTED, reason)
@@ -424,6 +425,7 @@ class DeribitClient:
                 except AuthenticationFailed as exc:
                     self._state = ConnectionState.DISCONNECTED
                     self.last_error = f"reconnect refused: {exc}"
+                    self._reconnector = None  # listeners must see that nothing comes back
                     self._emit(EventKind.DISCONNECTED, self.last_error)
                     return
                 except BrokerError as exc:
@@ -435,6 +437,7 @@ class DeribitClient:
             self._emit(EventKind.RECONNECTED, attempt)
             return
         self.last_error = f"gave up reconnecting after {self.max_reconnect_attempts} attempts"
+        self._reconnector = None
         self._emit(EventKind.DISCONNECTED, self.last_error)
 
     # --- requests -----------------------------------------------------------------------

@@ -396,3 +396,34 @@ async def test_unreachable_endpoint_is_connection_lost():
     with pytest.raises(ConnectionLost):
         await client.connect()
     assert client.state is ConnectionState.DISCONNECTED
+
+
+async def test_auto_reconnect_gives_up_after_max_attempts_and_says_so(server):
+    client = _client(
+        server, auto_reconnect=True, reconnect_base_delay=0.02, max_reconnect_attempts=3
+    )
+    events = []
+    client.add_listener(events.append)
+    await client.connect()
+    await server.stop()
+    await _wait_for(lambda: len(events) == 2)
+    assert [e.kind for e in events] == [EventKind.DISCONNECTED, EventKind.DISCONNECTED]
+    assert "gave up reconnecting after 3 attempts" in events[1].payload
+    assert not client.reconnecting and client.state is ConnectionState.DISCONNECTED
+    await server.start()  # the fixture stops it again
+
+
+async def test_auto_reconnect_stops_when_credentials_are_refused(server):
+    client = _client(server, auto_reconnect=True, reconnect_base_delay=0.02)
+    events = []
+    client.add_listener(events.append)
+    await client.connect()
+
+    def refuse(params, ws):
+        raise RpcError(13004, "invalid_credentials")
+
+    server.responders["public/auth"] = refuse
+    await server.connections[0].close()
+    await _wait_for(lambda: len(events) == 2)
+    assert events[1].kind is EventKind.DISCONNECTED and "reconnect refused" in events[1].payload
+    assert not client.reconnecting and client.state is ConnectionState.DISCONNECTED
