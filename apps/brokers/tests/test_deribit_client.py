@@ -26,6 +26,7 @@ from apps.brokers.base import (
     OrderRejected,
     RetryableError,
 )
+from apps.brokers.deribit import DeribitBroker
 from apps.brokers.deribit.client import DeribitClient
 
 SECRET = "top-secret-value-123"
@@ -427,3 +428,86 @@ async def test_auto_reconnect_stops_when_credentials_are_refused(server):
     await _wait_for(lambda: len(events) == 2)
     assert events[1].kind is EventKind.DISCONNECTED and "reconnect refused" in events[1].payload
     assert not client.reconnecting and client.state is ConnectionState.DISCONNECTED
+
+
+# --- DeribitBroker.closed_candles over the same fake server ---------------------------------
+
+
+def _chart(tick: int, close: float) -> dict[str, Any]:
+    return {"tick": tick, "open": 100.0, "high": close + 1, "low": 99.0, "close": close}
+
+
+async def _push(server: FakeDeribit, channel: str, data: Any) -> None:
+    message = {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel}}
+    message["params"]["data"] = data
+    await server.connections[-1].send(json.dumps(message))
+
+
+def _broker(server: FakeDeribit, **options: Any) -> DeribitBroker:
+    return DeribitBroker("client-id", SECRET, url=server.url, request_timeout=2, **options)
+
+
+async def test_closed_candles_yield_the_previous_candle_when_a_new_tick_starts(server):
+    broker = _broker(server)
+    await broker.connect()
+    channel = "chart.trades.BTC-PERPETUAL.1"
+    candles = broker.closed_candles("BTC-PERPETUAL", 1)
+    first = asyncio.ensure_future(anext(candles))
+    await _wait_for(lambda: channel in str(server.received))
+    await _push(server, channel, _chart(60_000, 100.5))
+    await _push(server, channel, _chart(60_000, 101.5))  # same candle, updated
+    assert not first.done()
+    await _push(server, channel, _chart(120_000, 102.0))  # a new tick: 60_000 closed
+    closed = await asyncio.wait_for(first, 2)
+    assert (closed.open_time_ms, closed.close, closed.high) == (60_000, 101.5, 102.5)
+    await _push(server, channel, _chart(60_000, 90.0))  # a late update of a closed candle
+    await _push(server, channel, _chart(180_000, 103.0))
+    closed = await asyncio.wait_for(anext(candles), 2)
+    assert (closed.open_time_ms, closed.close) == (120_000, 102.0)
+    await candles.aclose()
+    await _wait_for(lambda: "private/unsubscribe" in server.methods())
+    await broker.disconnect()
+
+
+async def test_closed_candles_end_with_connection_lost_when_the_socket_drops(server):
+    broker = _broker(server)
+    await broker.connect()
+    candles = broker.closed_candles("BTC-PERPETUAL", 5)
+    waiting = asyncio.ensure_future(anext(candles))
+    await _wait_for(lambda: "chart.trades.BTC-PERPETUAL.5" in str(server.received))
+    await server.connections[-1].close()
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(waiting, 2)
+    assert broker.state is ConnectionState.DISCONNECTED
+
+
+async def test_closed_candles_after_auto_reconnect_fill_the_gap_from_history(server):
+    server.responders["public/get_tradingview_chart_data"] = lambda params, ws: {
+        "status": "ok",
+        "ticks": [60_000, 120_000],
+        "open": [1, 2],
+        "high": [3, 4],
+        "low": [0.5, 1.5],
+        "close": [2.5, 3.5],
+        "volume": [1, 1],
+        "cost": [1, 1],
+    }
+    broker = _broker(server, auto_reconnect=True, reconnect_base_delay=0.02)
+    await broker.connect()
+    channel = "chart.trades.BTC-PERPETUAL.1"
+    candles = broker.closed_candles("BTC-PERPETUAL", 1)
+    first = asyncio.ensure_future(anext(candles))
+    await _wait_for(lambda: channel in str(server.received))
+    await _push(server, channel, _chart(60_000, 1.0))
+    await server.connections[-1].close()
+    await _wait_for(lambda: len(server.connections) == 2 and broker.state.value == "connected")
+    await _wait_for(  # subscribed again on the new socket
+        lambda: sum(channel in p.get("channels", ()) for m, p in server.received) == 2
+    )
+    await _push(server, channel, _chart(180_000, 9.0))  # two candles closed while away
+    got = [await asyncio.wait_for(first, 2), await asyncio.wait_for(anext(candles), 2)]
+    assert [(c.open_time_ms, c.close) for c in got] == [(60_000, 2.5), (120_000, 3.5)]
+    history = next(p for m, p in server.received if m == "public/get_tradingview_chart_data")
+    assert history["resolution"] == "1" and history["start_timestamp"] == 60_000
+    await candles.aclose()
+    await broker.disconnect()
