@@ -1630,6 +1630,11 @@ class ExchangeEngine:
     def trade_count(self) -> int:
         return len(self._trades)
 
+    @property
+    def open_order_count(self) -> int:
+        """How many orders are live (incl. untriggered secondaries)."""
+        return len(self._live)
+
     def _position(self, book: _Book) -> SimPosition:
         mark = Decimal(repr(book.mark))
         initial = self._exposure_margin_position(book)
