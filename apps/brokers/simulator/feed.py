@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,14 +52,14 @@ def parse_time_ms(value: str) -> int:
         if not math.isfinite(number):
             raise ValueError(f"not a time: {value!r}")
         # below 1e11 it is seconds (1e11 s is the year 5138), above milliseconds
-        return int(round(number * 1000)) if abs(number) < 1e11 else int(round(number))
+        return round(number * 1000) if abs(number) < 1e11 else round(number)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"not a time: {value!r}") from None
     if moment.tzinfo is None:
         raise ValueError(f"time without a UTC offset: {value!r}")
-    return int(round(moment.timestamp() * 1000))
+    return round(moment.timestamp() * 1000)
 
 
 def _candle_from_row(row: dict[str, str]) -> Candle:
