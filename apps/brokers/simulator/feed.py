@@ -165,9 +165,8 @@ def load_candle_arrays(path: str | Path) -> CandleArrays:
 
 def candle_duration_ms(candles: Sequence[Candle], default: int = 60_000) -> int:
     """The series' candle length: the smallest gap between the first open times."""
-    gaps = [
-        b.open_time_ms - a.open_time_ms for a, b in zip(candles[:20], candles[1:21], strict=False)
-    ]
+    head = list(candles[:21])
+    gaps = [b.open_time_ms - a.open_time_ms for a, b in itertools.pairwise(head)]
     positive = [gap for gap in gaps if gap > 0]
     return min(positive) if positive else default
 
