@@ -38,8 +38,9 @@ def trading_busy_reason() -> str | None:
     """Why the broker may not be switched or disconnected now, or None when it may.
 
     Asks ``apps.strategies.selectors.active_run()`` and ``apps.orders.selectors.
-    open_position_exists()``. Until those exist, falls back to the StrategyRun table: an
-    active run blocks, and one in a position state counts as an open position.
+    open_position_exists()`` (a live bracket of ours); a run in a position state counts as an
+    open position too. If either function is missing (an older tree), the StrategyRun table
+    answers alone.
     """
     active_run = _optional("apps.strategies.selectors", "active_run")
     open_position_exists = _optional("apps.orders.selectors", "open_position_exists")
@@ -50,10 +51,10 @@ def trading_busy_reason() -> str | None:
         from apps.strategies.models import StrategyRun
 
         run = StrategyRun.objects.filter(is_active=True).first()
+    position_open = run is not None and getattr(run, "state", None) in _POSITION_STATES
     if open_position_exists is not None:
-        if open_position_exists():
-            return "A position is open: close it before switching or disconnecting the broker."
-    elif run is not None and getattr(run, "state", None) in _POSITION_STATES:
+        position_open = position_open or bool(open_position_exists())
+    if position_open:
         return "A position is open: close it before switching or disconnecting the broker."
     if run is not None:
         name = getattr(run, "strategy", "a strategy")
