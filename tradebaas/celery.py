@@ -15,6 +15,7 @@ import threading
 
 from celery import Celery, signals
 from celery.beat import PersistentScheduler
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradebaas.settings.base")
@@ -36,6 +37,11 @@ app.conf.beat_scheduler = "tradebaas.celery:HeartbeatScheduler"
 app.conf.beat_schedule = {
     "orphan-sweep": {"task": "apps.orders.tasks.orphan_sweep", "schedule": 60.0},
     "run-supervisor": {"task": "apps.strategies.tasks.supervise_runs", "schedule": 10.0},
+    # Telegram daily summary at DAILY_SUMMARY_HOUR:00 UTC (default 20).
+    "daily-summary": {
+        "task": "apps.monitoring.tasks.daily_summary",
+        "schedule": crontab(hour=int(os.environ.get("DAILY_SUMMARY_HOUR", "20")), minute=0),
+    },
 }
 app.autodiscover_tasks()
 

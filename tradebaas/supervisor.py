@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-COLORS = {"web": "36", "runner": "35", "worker": "33", "beat": "32", "supervisor": "37"}
+COLORS = {
+    "web": "36",
+    "runner": "35",
+    "worker": "33",
+    "beat": "32",
+    "telegram": "34",
+    "supervisor": "37",
+}
 
 
 def commands(port: int) -> dict[str, list[str]]:
@@ -68,6 +75,8 @@ def commands(port: int) -> dict[str, list[str]]:
             "INFO",
         ],
         "beat": [*celery, "beat", "-l", "INFO", "-s", str(data_dir() / "celerybeat-schedule")],
+        # Telegram commands (idles cheaply while Telegram is not configured).
+        "telegram": [python, "manage.py", "telegram_bot"],
     }
 
 
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument(
-        "--only", nargs="*", help="start only these processes (web runner worker beat)"
+        "--only", nargs="*", help="start only these processes (web runner worker beat telegram)"
     )
     args = parser.parse_args(argv)
 

@@ -90,7 +90,12 @@ def alert_text(event: Event) -> str:
     if event.bracket_id:
         where.append(f"bracket {event.bracket_id}")
     suffix = f" ({', '.join(where)})" if where else ""
-    return f"[{event.level.upper()}] {event.message}{suffix}"
+    text = f"[{event.level.upper()}] {event.message}{suffix}"
+    if event.kind == "run_error":
+        text += (
+            "\nAction: manual restart required (dashboard, or /restart when remote start is on)."
+        )
+    return text
 
 
 def _jsonable(value):

@@ -96,10 +96,13 @@ def test_alerting_event_is_sent_to_telegram(telegram, monkeypatch):
     event_record(
         kind="run_error",
         level="error",
-        message="Run 9 stopped: manual restart required",
+        message="Run 9 stopped: lost the feed",
         run_id=9,
         alert=True,
     )
     event_record(kind="bracket_opened", message="not alerted")
     assert notify.flush(10)
-    assert telegram.texts() == ["🚨 [ERROR] Run 9 stopped: manual restart required (run 9)"]
+    assert telegram.texts() == [
+        "🚨 [ERROR] Run 9 stopped: lost the feed (run 9)\n"
+        "Action: manual restart required (dashboard, or /restart when remote start is on)."
+    ]
