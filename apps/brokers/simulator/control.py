@@ -9,10 +9,10 @@ What each fault does (the server applies them; tests read this as the contract):
   order matches ``kind`` cuts its connection without an answer, either ``before`` the engine
   sees it (no order exists) or ``after`` (the order exists; the client never hears of it).
 - ``drop_on_next_request(method, when)``: the same for any method, e.g. ``private/cancel``.
-- ``reject_next_order(kind, code)``: the next order request matching ``kind`` is answered with
-  that Deribit error and never reaches the engine. For a linked request (OTOCO) the kind matches
-  the primary *or* any order in ``otoco_config``, and the whole request is refused, as Deribit
-  refuses a linked set as one.
+- ``reject_next_order(kind, code)``: armed on the engine (``engine.faults``). A standalone
+  order of that kind is refused with the Deribit error; a linked secondary (the stop or target
+  of an OTOCO) is refused when the primary's fill activates it: it becomes ``rejected`` and its
+  OCO partner is cancelled, so the position is left unprotected.
 - ``delay(ms, methods=None)``: answers (to the given methods, or all) leave ``ms`` later; the
   engine still acts at once, so a client that times out does not know whether an order exists.
 - ``silence_heartbeats()``: no heartbeat messages are sent and ``public/test`` is not answered.
@@ -21,7 +21,8 @@ What each fault does (the server applies them; tests read this as the contract):
 - price moves (``/_sim/price``) go through the engine, so stops and targets trigger.
 
 Order kinds: ``stop`` = stop_market/stop_limit, ``take`` = take_market/take_limit, ``primary`` =
-any other type (market, limit, ...), ``any`` = every order.
+a market/limit order placed by buy/sell, ``secondary`` (rejections only) = a market/limit
+secondary of an OTO, ``any`` = every order.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from apps.brokers.simulator.deribit_server import DeribitSimServer
 
 ORDER_KINDS = ("any", "primary", "stop", "take")
+REJECT_KINDS = ("any", "primary", "stop", "take", "secondary")
 ORDER_METHODS = ("private/buy", "private/sell", "private/close_position")
 WHEN = ("before", "after")
 
@@ -65,15 +67,6 @@ def request_order_kinds(method: str, params: dict[str, Any]) -> set[str]:
 
 
 @dataclass
-class RejectRule:
-    kind: str
-    code: int
-    message: str
-    data: Any = None
-    remaining: int = 1
-
-
-@dataclass
 class DropRule:
     when: str
     kind: str | None = None  # order kind, for order requests
@@ -90,9 +83,9 @@ class Faults:
     delay_methods: frozenset[str] | None = None
     drop_after_answers: int | None = None
     drops: list[DropRule] = field(default_factory=list)
-    rejects: list[RejectRule] = field(default_factory=list)
-    # set by the server so that drop_now can reach the sockets
+    # set by the server: how drop_now reaches the sockets, where rejections are armed
     _drop_all: Any = None
+    _engine_faults: Any = None  # () -> engine.faults (EngineFaults)
 
     # -- switches ---------------------------------------------------------------------------
     @property
@@ -144,10 +137,12 @@ class Faults:
         data: Any = None,
         count: int = 1,
     ) -> None:
-        if kind not in ORDER_KINDS:
-            raise ValueError(f"kind must be one of {ORDER_KINDS}")
-        self.rejects.append(
-            RejectRule(kind, int(code), message or MESSAGES.get(int(code), "error"), data, count)
+        if kind not in REJECT_KINDS:
+            raise ValueError(f"kind must be one of {REJECT_KINDS}")
+        if self._engine_faults is None:
+            raise RuntimeError("no engine attached")
+        self._engine_faults().reject_next(
+            kind, int(code), message or MESSAGES.get(int(code)), data, count=count
         )
 
     def reset(self) -> None:
@@ -158,7 +153,8 @@ class Faults:
         self.delay_methods = None
         self.drop_after_answers = None
         self.drops.clear()
-        self.rejects.clear()
+        if self._engine_faults is not None:
+            self._engine_faults().clear()
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -169,7 +165,10 @@ class Faults:
             "delay_methods": sorted(self.delay_methods) if self.delay_methods else None,
             "drop_after_answers": self.drop_after_answers,
             "drops": [rule.__dict__ for rule in self.drops],
-            "rejects": [rule.__dict__ for rule in self.rejects],
+            "rejects": [
+                {"kind": r.kind, "code": r.code, "message": r.message, "remaining": r.remaining}
+                for r in (self._engine_faults().armed if self._engine_faults else ())
+            ],
         }
 
     # -- consulted by the server -------------------------------------------------------------
@@ -195,18 +194,6 @@ class Faults:
                     self.drops.remove(rule)
                 return True
         return False
-
-    def take_reject(self, method: str, params: dict[str, Any]) -> RpcError | None:
-        if method not in ORDER_METHODS:
-            return None
-        kinds = request_order_kinds(method, params)
-        for rule in self.rejects:
-            if rule.kind == "any" or rule.kind in kinds:
-                rule.remaining -= 1
-                if rule.remaining <= 0:
-                    self.rejects.remove(rule)
-                return RpcError(rule.code, rule.message, rule.data)
-        return None
 
     def count_answer(self) -> bool:
         """Count one answer sent; True when it was the last before the planned drop."""
@@ -299,7 +286,7 @@ def add_control_routes(app: web.Application, server: DeribitSimServer) -> None:
         faults.freeze(bool(body.get("on", True)))
 
     def price(body: dict[str, Any]) -> Any:
-        server.set_price(str(body["instrument"]), body["price"])
+        server.set_price(str(body["instrument"]), body["price"], gap=bool(body.get("gap", False)))
         return server.state()
 
     def reset(body: dict[str, Any]) -> Any:

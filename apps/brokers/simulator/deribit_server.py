@@ -24,16 +24,21 @@ from aiohttp import WSMsgType, web
 
 from apps.brokers.simulator import control
 from apps.brokers.simulator.control import Faults
+from apps.brokers.simulator.errors import ExchangeError
 from apps.brokers.simulator.wire import (
     methods_market,  # noqa: F401  (registers methods)
     methods_session,  # noqa: F401  (registers methods)
     methods_trading,  # noqa: F401  (registers methods)
 )
 from apps.brokers.simulator.wire.auth import TokenStore
+from apps.brokers.simulator.wire.channels import Channel
+from apps.brokers.simulator.wire.channels import parse as parse_channel
 from apps.brokers.simulator.wire.codec import (
+    dumps,
     error_message,
     heartbeat,
     loads,
+    notification,
     now_us,
     result_message,
 )
@@ -70,6 +75,8 @@ class DeribitSimServer:
         self.sessions: set[Session] = set()
         self.cancel_on_disconnect_account = False
         self.market = MarketHub(self.options, publish=self.publish)
+        self.faults._engine_faults = lambda: self.market.engine.faults
+        self._channels: dict[str, Channel | None] = {}
         self._heartbeats: dict[int, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.app = self._build_app()
@@ -223,8 +230,6 @@ class DeribitSimServer:
 
     @staticmethod
     def _http_response(answer: dict[str, Any]) -> web.Response:
-        from apps.brokers.simulator.wire.codec import dumps
-
         status = 400 if "error" in answer else 200
         return web.Response(text=dumps(answer), status=status, content_type="application/json")
 
@@ -307,13 +312,11 @@ class DeribitSimServer:
                     raise unauthorized()
             if method == "public/test" and self.faults.heartbeats_silent:
                 return NO_ANSWER
-            rejection = self.faults.take_reject(method, raw_params)
-            if rejection is not None:
-                raise rejection
             if self.faults.take_drop(method, raw_params, "before"):
                 session.drop()
                 return NO_ANSWER
             call = Call(self, session, method, Params(raw_params, from_query=from_query), us_in)
+            self.market.sync_clock()
             result = spec.handler(call)
             if inspect.isawaitable(result):
                 result = await result
@@ -324,6 +327,9 @@ class DeribitSimServer:
                 return NO_ANSWER
             message = result_message(request_id, result, us_in=us_in, testnet=testnet)
         except RpcError as error:
+            message = error_message(request_id, error, us_in=us_in, testnet=testnet)
+        except ExchangeError as exc:
+            error = RpcError(int(exc.code), exc.message, exc.data)
             message = error_message(request_id, error, us_in=us_in, testnet=testnet)
         except asyncio.CancelledError:
             raise
@@ -388,24 +394,35 @@ class DeribitSimServer:
             session.send(heartbeat("test_request"))
 
     # -- notifications -------------------------------------------------------------------------
-    def publish(self, select: Callable[[Session], list[tuple[str, Any]]]) -> None:
-        """Send each session the notifications ``select`` picks for it (channel, data)."""
-        if self.faults.frozen:
+    def publish(self, payloads: Callable[[Channel], list[Any]]) -> None:
+        """Send every subscribed session the messages ``payloads(channel)`` makes for each of
+        its channels (computed once per channel name)."""
+        if self.faults.frozen or not self.sessions:
             return
-        from apps.brokers.simulator.wire.codec import notification
-
+        made: dict[str, list[Any]] = {}
         for session in list(self.sessions):
             if session.closed or not session.subscriptions:
                 continue
-            for channel, data in select(session):
-                session.send(notification(channel, data, session.subscriptions.get(channel)))
+            for name, label in list(session.subscriptions.items()):
+                if name not in made:
+                    channel = self.channel(name)
+                    made[name] = payloads(channel) if channel is not None else []
+                for data in made[name]:
+                    session.send(notification(name, data, label))
+
+    def channel(self, name: str) -> Channel | None:
+        if name not in self._channels:
+            if len(self._channels) > 10_000:
+                self._channels.clear()
+            self._channels[name] = parse_channel(name, self.instrument_names())
+        return self._channels[name]
 
     def after_subscribe(self, session: Session, channels: list[str]) -> None:
         self.market.after_subscribe(session, channels)
 
     # -- control ---------------------------------------------------------------------------------
-    def set_price(self, instrument: str, price: Any) -> None:
-        self.market.set_price(instrument, Decimal(str(price)))
+    def set_price(self, instrument: str, price: Any, *, gap: bool = False) -> None:
+        self.market.set_price(instrument, Decimal(str(price)), gap=gap)
 
     def state(self) -> dict[str, Any]:
         state = self.market.state()

@@ -92,9 +92,13 @@ class RunningSim:
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
 
-    def set_price(self, instrument: str, price: Decimal | float | int | str) -> None:
-        """Move the price (last, mark and index); resting stops and targets trigger."""
-        self.call(lambda: self.server.set_price(instrument, price))
+    def set_price(
+        self, instrument: str, price: Decimal | float | int | str, *, gap: bool = False
+    ) -> None:
+        """Move the price (last, mark and index) to ``price``: continuously (orders on the way
+        fill at their own prices, in order) or, with ``gap=True``, as a jump (a stop crossed
+        fills at ``price``). Ticker and chart subscribers are notified."""
+        self.call(lambda: self.server.set_price(instrument, price, gap=gap))
 
     def drop_connections(self) -> None:
         """Cut every open WebSocket now (no close frame)."""

@@ -1,59 +1,317 @@
-"""The market behind the wire: the engine, the candle feed, and the notifications they cause."""
+"""The market behind the wire: the engine, the candle replay, and the notifications they cause.
+
+Time: without a data file the simulator's clock is the wall clock and prices move only when a
+test or ``/_sim/price`` moves them. With ``data_path`` the candles are rebased so that the first
+``history_candles`` of the file lie in the past (chart history) and the replay starts at the
+current minute; the clock then runs ``speed`` times faster than the wall clock (60: one minute
+candle a second; 0: as fast as possible).
+
+One BTC candle file drives all four perpetuals: the BTC books take its prices, the ETH books
+those prices times ``instruments.ETH_PER_BTC_PRICE``, each rounded to the instrument's tick.
+Each candle is walked open → nearer extreme → farther extreme → close (the engine's
+``intra_candle_path``); the open is a gap from the previous close, the other legs continuous.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from apps.brokers.simulator.instruments import DEFAULT_BALANCES, DEFAULT_SPECS
+from apps.brokers.base import Candle
+from apps.brokers.simulator.engine import ExchangeEngine, intra_candle_path
+from apps.brokers.simulator.feed import load_candles
+from apps.brokers.simulator.instruments import (
+    DEFAULT_BALANCES,
+    ETH_PER_BTC_PRICE,
+    default_specs,
+)
+from apps.brokers.simulator.records import Changes
+from apps.brokers.simulator.wire.channels import Channel, resolution_minutes
+from apps.brokers.simulator.wire.chart import MINUTE_MS, ChartBook
+from apps.brokers.simulator.wire.shapes import account_to_deribit, ticker_to_deribit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRICES: dict[str, Decimal] = {
+    "BTC-PERPETUAL": Decimal("25000"),
+    "BTC_USDC-PERPETUAL": Decimal("25000"),
+    "ETH-PERPETUAL": Decimal("1750"),
+    "ETH_USDC-PERPETUAL": Decimal("1750"),
+}
 
 
 @dataclass
 class SimOptions:
+    """Everything the simulator can be started with (the command's flags, the test helper's
+    keyword arguments)."""
+
     client_id: str = "paper"
     client_secret: str = "paper"
     testnet: bool = True
-    token_ttl: float = 900.0
-    min_heartbeat_interval: float = 10.0
-    max_frame_bytes: int = 32 * 1024
+    token_ttl: float = 900.0  # seconds an access token lives
+    min_heartbeat_interval: float = 10.0  # Deribit's minimum; tests lower it
+    max_frame_bytes: int = 32 * 1024  # Deribit's frame / body limit
     balances: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_BALANCES))
-    data_path: str | None = None
+    prices: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    data_path: str | None = None  # CSV of 1-minute candles (open_time,open,high,low,close,volume)
+    candles: list[Candle] | None = None  # the same, given directly (tests)
     speed: float | None = 60.0  # None: no replay; 0: as fast as possible
-    history_candles: int = 500
+    history_candles: int = 500  # candles of the data already in the past at start
+    slippage_ticks: int = 0
+    engine_factory: Callable[[SimOptions], ExchangeEngine] | None = None
+
+
+Publish = Callable[[Callable[[Channel], list[Any]]], None]
 
 
 class MarketHub:
-    def __init__(self, options: SimOptions, *, publish: Callable[..., None]) -> None:
+    """Owns the engine; turns its changes and every price point into notifications."""
+
+    def __init__(self, options: SimOptions, *, publish: Publish) -> None:
         self.options = options
         self.publish = publish
-        self.engine: Any = None
+        self.chart = ChartBook()
+        self.candles: list[Candle] = list(options.candles or ())
+        if options.data_path and not self.candles:
+            self.candles = load_candles(options.data_path)
+        self._offset_ms = 0  # added to the data's times
+        self._clock_anchor: tuple[float, int] | None = None  # (monotonic, sim ms)
+        self._replay_task: asyncio.Task[None] | None = None
+        self.replayed = 0  # candles replayed so far
+        self.engine = self._new_engine()
+        self._load_history()
 
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
-
-    def instrument_names(self) -> frozenset[str]:
-        return frozenset(DEFAULT_SPECS)
-
-    def after_subscribe(self, session: Any, channels: list[str]) -> None:
-        pass
-
-    def cancel_on_disconnect(self, order_ids: set[str]) -> None:
-        pass
-
-    def set_price(self, instrument: str, price: Decimal) -> None:
-        pass
-
-    def state(self) -> dict[str, Any]:
-        return {}
+    # -- engine --------------------------------------------------------------------------------
+    def _new_engine(self) -> ExchangeEngine:
+        if self.options.engine_factory is not None:
+            engine = self.options.engine_factory(self.options)
+        else:
+            engine = ExchangeEngine(
+                default_specs(),
+                self.options.balances,
+                slippage_ticks=self.options.slippage_ticks,
+                now_ms=self.now_ms(),
+            )
+        engine.subscribe(self._on_changes)
+        return engine
 
     def reset(self) -> None:
-        pass
+        """A fresh account at the current prices (orders, positions, trades forgotten)."""
+        prices = {name: self.engine.last_price(name) for name in self.engine.specs}
+        self.engine = self._new_engine()
+        for name, price in prices.items():
+            if price > 0:
+                self.engine.set_price(name, price)
+
+    def sync_clock(self) -> None:
+        """Set the engine's clock to the simulator's before it acts on a request."""
+        self.engine.now_ms = max(self.engine.now_ms, self.now_ms())
+
+    # -- time ----------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        anchor = self._clock_anchor
+        if anchor is None:
+            return int(time.time() * 1000)
+        wall, sim = anchor
+        speed = self.options.speed or 0
+        return sim + int((time.monotonic() - wall) * speed * 1000)
+
+    def instrument_names(self) -> frozenset[str]:
+        return frozenset(self.engine.specs)
+
+    # -- prices --------------------------------------------------------------------------------
+    def price_for(self, instrument: str, btc_price: float) -> float:
+        """The instrument's price when BTC trades at ``btc_price``, on the instrument's tick."""
+        spec = self.engine.specs[instrument]
+        value = Decimal(repr(btc_price))
+        if spec.base_currency == "ETH":
+            value *= Decimal(repr(ETH_PER_BTC_PRICE))
+        ticks = (value / spec.tick_size).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+        return float(ticks * spec.tick_size)
+
+    def _load_history(self) -> None:
+        if not self.candles:
+            now = int(time.time() * 1000)
+            for name, price in self.options.prices.items():
+                if name in self.engine.specs:
+                    self.engine.set_price(name, float(price))
+                    self.chart.record(name, now, self.engine.ticker(name).last_price)
+            return
+        history = max(0, min(self.options.history_candles, len(self.candles)))
+        now = int(time.time() * 1000)
+        start_of_replay = now - now % MINUTE_MS
+        pivot = (
+            self.candles[history].open_time_ms
+            if history < len(self.candles)
+            else (self.candles[-1].open_time_ms + MINUTE_MS)
+        )
+        self._offset_ms = start_of_replay - pivot
+        for candle in self.candles[:history]:
+            for name in self.engine.specs:
+                self.chart.add_candle(name, self._scaled(name, candle))
+        last = self.candles[history - 1] if history else self.candles[0]
+        for name in self.engine.specs:
+            self.engine.set_price(name, self.price_for(name, last.close if history else last.open))
+        self._clock_anchor = (time.monotonic(), start_of_replay)
+        self.replayed = history
+
+    def _scaled(self, instrument: str, candle: Candle) -> Candle:
+        return Candle(
+            open_time_ms=candle.open_time_ms + self._offset_ms,
+            open=self.price_for(instrument, candle.open),
+            high=self.price_for(instrument, candle.high),
+            low=self.price_for(instrument, candle.low),
+            close=self.price_for(instrument, candle.close),
+            volume=candle.volume,
+        )
+
+    def set_price(self, instrument: str, price: Decimal, *, gap: bool = False) -> None:
+        """Move one instrument's price now (continuously, or as a gap); orders on the way fill."""
+        self.sync_clock()
+        if instrument not in self.engine.specs:
+            raise KeyError(f"unknown instrument {instrument}")
+        if gap:
+            self.engine.set_price(instrument, float(price))
+        else:
+            self.engine.move_price(instrument, float(price))
+        self._price_point(instrument, self.engine.now_ms, Decimal(0))
+
+    def _price_point(self, instrument: str, timestamp_ms: int, volume: Decimal) -> None:
+        ticker = self.engine.ticker(instrument)
+        self.chart.record(instrument, timestamp_ms, ticker.last_price, volume)
+        self._publish_market(instrument)
+
+    # -- the replay ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.candles and self.options.speed is not None and self.replayed < len(self.candles):
+            self._replay_task = asyncio.create_task(self._replay())
+
+    async def stop(self) -> None:
+        if self._replay_task is not None:
+            self._replay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replay_task
+            self._replay_task = None
+
+    async def _replay(self) -> None:
+        speed = self.options.speed or 0.0
+        candle_seconds = 60.0 / speed if speed > 0 else 0.0
+        try:
+            for index in range(self.replayed, len(self.candles)):
+                started = time.monotonic()
+                self.step_candle(self.candles[index])
+                self.replayed = index + 1
+                if candle_seconds:
+                    await asyncio.sleep(max(0.0, candle_seconds - (time.monotonic() - started)))
+                else:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("simulator replay stopped")
+
+    def step_candle(self, candle: Candle) -> None:
+        """Walk one data candle through every book: a gap to the open, then three legs."""
+        open_ms = candle.open_time_ms + self._offset_ms
+        self._clock_anchor = (time.monotonic(), open_ms)
+        points = intra_candle_path(candle.open, candle.high, candle.low, candle.close)
+        stamps = (open_ms, open_ms + 20_000, open_ms + 40_000, open_ms + MINUTE_MS - 1)
+        volume = Decimal(repr(candle.volume)) / 4
+        for leg, (btc_price, stamp) in enumerate(zip(points, stamps, strict=True)):
+            for name in self.engine.specs:
+                price = self.price_for(name, btc_price)
+                if leg == 0:
+                    self.engine.set_price(name, price, stamp)
+                else:
+                    self.engine.move_price(name, price, stamp)
+                self._price_point(name, stamp, volume)
+
+    # -- notifications -------------------------------------------------------------------------
+    def _publish_market(self, instrument: str) -> None:
+        def payloads(channel: Channel) -> list[Any]:
+            if channel.instrument != instrument:
+                return []
+            if channel.family == "ticker":
+                return [ticker_to_deribit(self.engine, instrument)]
+            if channel.family == "chart.trades":
+                bar = self.chart.forming(instrument, resolution_minutes(str(channel.interval)))
+                return [bar.to_deribit()] if bar is not None else []
+            return []
+
+        self.publish(payloads)
+
+    def _on_changes(self, changes: Changes) -> None:
+        orders = [order.to_deribit() for order in changes.orders]
+        trades = [trade.to_deribit() for trade in changes.trades]
+        body = changes.to_deribit()
+        portfolio: list[Any] = []
+
+        def payloads(channel: Channel) -> list[Any]:
+            if not channel.private or not channel.covers(changes.instrument_name, changes.currency):
+                return []
+            if channel.family == "user.changes":
+                return [body]
+            if channel.family == "user.orders":
+                if not orders:
+                    return []
+                return list(orders) if channel.interval == "raw" else [orders]
+            if channel.family == "user.trades":
+                return [trades] if trades else []
+            if channel.family == "user.portfolio":
+                if not portfolio:
+                    portfolio.append(account_to_deribit(self.engine.account(changes.currency)))
+                return portfolio
+            return []
+
+        self.publish(payloads)
+
+    def after_subscribe(self, session: Any, channels: Iterable[str]) -> None:
+        """Deribit sends the current state of a ticker or chart channel right after subscribing."""
+        # Nothing is pushed eagerly: the next price point brings the current state.
+
+    # -- cancel on disconnect ------------------------------------------------------------------
+    def cancel_on_disconnect(self, order_ids: Iterable[str]) -> int:
+        cancelled = 0
+        for order_id in order_ids:
+            try:
+                order = self.engine.get_order(order_id)
+            except Exception:  # noqa: S112 - an unknown id has nothing to cancel
+                continue
+            if order.is_live:
+                self.sync_clock()
+                _cancel(self.engine, order_id, "cancel_on_disconnect")
+                cancelled += 1
+        return cancelled
+
+    # -- inspection ----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        engine = self.engine
+        return {
+            "time_ms": self.now_ms(),
+            "replayed_candles": self.replayed,
+            "total_candles": len(self.candles),
+            "prices": {name: engine.ticker(name).last_price for name in sorted(engine.specs)},
+            "orders": [order.to_deribit() for order in engine.all_orders()],
+            "open_orders": [order.to_deribit() for order in engine.open_orders()],
+            "positions": [position.to_deribit() for position in engine.positions()],
+            "accounts": {
+                currency: account_to_deribit(engine.account(currency))
+                for currency in engine.currencies()
+            },
+            "trades": [trade.to_deribit() for trade in engine.trades()],
+        }
+
+
+def _cancel(engine: ExchangeEngine, order_id: str, reason: str) -> None:
+    """Cancel with a reason when the engine takes one (``cancel_on_disconnect``)."""
+    if "reason" in inspect.signature(engine.cancel).parameters:
+        engine.cancel(order_id, reason=reason)  # type: ignore[call-arg]
+    else:
+        engine.cancel(order_id)
