@@ -406,12 +406,15 @@ class _Run:
 
 
 def _average(spec: InstrumentSpec, fills: list) -> Decimal:
+    prices = {f.price for f in fills}
+    if len(prices) <= 1:
+        return prices.pop() if prices else ZERO
     amount = sum((f.amount for f in fills), ZERO)
-    if not amount:
-        return ZERO
     if spec.is_inverse:
-        return amount / sum((f.amount / f.price for f in fills), ZERO)
-    return sum((f.amount * f.price for f in fills), ZERO) / amount
+        average = amount / sum((f.amount / f.price for f in fills), ZERO)
+    else:
+        average = sum((f.amount * f.price for f in fills), ZERO) / amount
+    return average.quantize(Decimal("1e-8")).normalize()
 
 
 def _resolution_ms(candles: Candles) -> int:

@@ -214,3 +214,62 @@ def test_a_bad_csv_names_the_line(tmp_path, body, message):
 def test_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(CandleFileError, match="cannot read"):
         load_csv(tmp_path / "absent.csv")
+
+
+# --- the management command --------------------------------------------------------------
+
+
+def _write_series(path, candles):
+    rows = ["open_time,open,high,low,close,volume"]
+    for i in range(len(candles)):
+        rows.append(
+            f"{int(candles.open_time_ms[i])},{float(candles.open[i])!r},{float(candles.high[i])!r},"
+            f"{float(candles.low[i])!r},{float(candles.close[i])!r},1"
+        )
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_command_json_and_output_files(tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    data = _write_series(tmp_path / "walk.csv", random_walk(3_000, seed=8))
+    out = StringIO()
+    call_command(
+        "backtest", "ma_cross", "--data", str(data), "--json",
+        "--params", '{"fast": 5, "slow": 20, "stop_loss_pct": 0.4, "take_profit_pct": 0.8}',
+        "--risk-value", "2", "--out", str(tmp_path / "res" / "ma"), stdout=out,
+    )  # fmt: skip
+    summary = json.loads(out.getvalue())
+    direct = run_backtest(
+        get_strategy(
+            "ma_cross", {"fast": 5, "slow": 20, "stop_loss_pct": 0.4, "take_profit_pct": 0.8}
+        ),
+        load_csv(data),
+        BacktestConfig(risk_value=Decimal(2)),
+    )
+    assert summary["trades"] == len(direct.trades) > 0
+    assert summary["net_pnl"] == str(direct.net_pnl)
+    assert summary["candles"] == 3_000 and summary["candles_per_second"] > 0
+    trades_csv = (tmp_path / "res" / "ma.csv").read_text().splitlines()
+    assert trades_csv[0].startswith("number,side,entry_time")
+    assert len(trades_csv) == 1 + summary["trades"]
+    assert (tmp_path / "res" / "ma.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_refuses_bad_input_clearly(tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("open_time,open,high,low,close\n1677628800,1,1,1,1\n1677628860,1,oops,1,1\n")
+    with pytest.raises(CommandError, match="line 3"):
+        call_command("backtest", "ma_cross", "--data", str(bad))
+    with pytest.raises(CommandError, match="unknown strategy 'nope'"):
+        call_command("backtest", "nope", "--data", str(bad))
+    with pytest.raises(CommandError, match="bad parameter slow"):
+        call_command("backtest", "ma_cross", "--data", str(bad), "--params", '{"slow": 1}')
+    with pytest.raises(CommandError, match="--params is not valid JSON"):
+        call_command("backtest", "ma_cross", "--data", str(bad), "--params", "{")
