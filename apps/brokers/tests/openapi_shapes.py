@@ -56,7 +56,15 @@ _TYPES = {
 }
 
 
+# Where the description and Deribit's real payloads disagree, the payloads win (reference notes
+# §5.2-§5.4, §9): a trade's matching_id is "always null"; its reduce_only / post_only are booleans
+# (typed string in the description); tick_size_steps is an array (typed object).
+QUIRKS = (".matching_id", ".reduce_only", ".post_only", ".tick_size_steps")
+
+
 def shape_errors(value: Any, schema: Any, path: str = "result") -> list[str]:
+    if path.endswith(QUIRKS) and (value is None or isinstance(value, bool | list)):
+        return []
     schema = _resolve(schema)
     if not isinstance(schema, dict):
         return []
