@@ -1,8 +1,10 @@
-"""The trader's pages. The web page issue replaces the placeholder dashboard."""
+"""The trader's pages live in apps.web; the dashboard is the site's root."""
 
-from django.urls import path
-from django.views.generic import TemplateView
+from django.urls import include, path
+
+from apps.web.views import dashboard
 
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="dashboard.html"), name="dashboard"),
+    path("", dashboard, name="dashboard"),
+    path("web/", include("apps.web.urls")),
 ]

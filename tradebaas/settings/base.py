@@ -126,6 +126,7 @@ INSTALLED_APPS = [
     "apps.risk",
     "apps.strategies",
     "apps.orders",
+    "apps.web",
 ]
 
 MIDDLEWARE = [
