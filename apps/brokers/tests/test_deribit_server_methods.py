@@ -138,9 +138,16 @@ async def test_chart_data_from_history_and_resolutions():
                     "resolution": "5",
                 },
             )
-            assert len(five["ticks"]) == 4
-            assert five["high"][0] == max(data["high"][:5])
-            assert five["volume"][0] == 10
+            buckets: dict[int, list[int]] = {}
+            for index, tick in enumerate(data["ticks"]):
+                buckets.setdefault(tick - tick % 300_000, []).append(index)
+            assert five["ticks"] == sorted(buckets)
+            for position, members in enumerate(buckets.values()):
+                assert five["open"][position] == data["open"][members[0]]
+                assert five["close"][position] == data["close"][members[-1]]
+                assert five["high"][position] == max(data["high"][i] for i in members)
+                assert five["low"][position] == min(data["low"][i] for i in members)
+                assert five["volume"][position] == 2 * len(members)
             eth = await client.result(
                 "public/get_tradingview_chart_data",
                 {
