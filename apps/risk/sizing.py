@@ -111,6 +111,12 @@ class SizingResult:
         return tuple(w.code for w in self.warnings)
 
 
+def decimal_str(value: Decimal) -> str:
+    """A decimal as a plain string without trailing zeros or exponent: 5.00000000 → "5"."""
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _refuse(code: RefusalCode, message: str, field: str | None = None) -> SizingRefused:
     return SizingRefused(code, message, field=field)
 
