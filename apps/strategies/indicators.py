@@ -107,8 +107,9 @@ def _recursive_average(x: Array, n: int, alpha: float) -> Array:
     out = _nan(len(x))
     if len(x) < n:
         return out
-    seed = float(sma(x[:n], n)[-1])
     values = x.tolist()
+    # sum() adds left to right like rolling_sum, so the seed equals sma(x, n)[n - 1] exactly
+    seed = sum(values[:n]) / n
     result = [seed]
     prev = seed
     keep = 1.0 - alpha
