@@ -370,7 +370,8 @@ class DeribitBroker:
 
     async def _bracket_from_entry(self, entry: Order, request: BracketRequest) -> BracketResult:
         _, stop_label, tp_label = request.labels
-        legs = [await self.order_state(order_id) for order_id in entry.linked_order_ids]
+        # Both legs are read at once: one round trip more than the placement, not two.
+        legs = list(await asyncio.gather(*(self.order_state(i) for i in entry.linked_order_ids)))
         if len(legs) < 2:
             currency = await self._settlement_currency(request.instrument)
             legs = await self.orders_by_label(stop_label, currency)

@@ -21,6 +21,7 @@ from apps.brokers.base import (
     OrderRejected,
     OrderRequest,
     OrderState,
+    RetryableError,
     Side,
 )
 from apps.brokers.deribit import DeribitBroker
@@ -256,13 +257,23 @@ async def test_socket_dropped_before_placement_resolves_to_nothing(broker, sim):
     assert await broker.positions("BTC") == []
 
 
-async def test_a_rejected_leg_rejects_the_whole_bracket(broker, sim):
-    sim.faults.reject_next_order(kind="stop", code=10009)
+async def test_a_rejected_entry_places_nothing(broker, sim):
+    sim.faults.reject_next_order(kind="primary", code=10009)
     with pytest.raises(OrderRejected) as caught:
         await broker.place_bracket(bracket("r1"))
     assert caught.value.code == 10009 and caught.value.message == "not_enough_funds"
     assert await broker.resolve_bracket(bracket("r1")) is None
-    assert await broker.open_orders() == []
+    assert await broker.open_orders() == [] and await broker.positions("BTC") == []
+
+
+async def test_a_stop_rejected_on_activation_shows_in_the_result(broker, sim):
+    """The exchange refuses the stop when the fill activates it: the result must say so, so
+    that the bracket service can see an unprotected position (it does not look complete)."""
+    sim.faults.reject_next_order(kind="stop", code=10009)
+    result = await broker.place_bracket(bracket("r2"))
+    assert result.entry.state is OrderState.FILLED
+    assert result.stop_loss.state is OrderState.REJECTED
+    assert not result.take_profit.is_live
 
 
 async def test_exchange_errors_map_to_typed_exceptions(broker):
@@ -270,7 +281,9 @@ async def test_exchange_errors_map_to_typed_exceptions(broker):
         await broker.place_order(
             OrderRequest(instrument=BTC, side=Side.BUY, amount=Decimal("15"), order_type="market")
         )
-    assert not_multiple.value.code == -32602 and not_multiple.value.data["param"] == "amount"
+    # Deribit answers -32602 "must be a multiple of contract size"; 10021 invalid_amount is
+    # the same refusal under its own code.
+    assert not_multiple.value.code in (-32602, 10021)
     with pytest.raises(OrderRejected) as wrong_tick:
         await broker.place_order(
             OrderRequest(
@@ -284,6 +297,12 @@ async def test_exchange_errors_map_to_typed_exceptions(broker):
     assert wrong_tick.value.code == 10043
     with pytest.raises(NotFound):
         await broker.order_state("no-such-order")
+    with pytest.raises(RetryableError) as too_late:  # valid_until passed: never executed
+        await broker.client.call(
+            "private/buy",
+            {"instrument_name": BTC, "amount": 10, "type": "market", "valid_until": 1},
+        )
+    assert too_late.value.code == 13888 and await broker.positions("BTC") == []
     assert await broker.orders_by_label("tb-nothing-entry", "BTC") == []
 
 
