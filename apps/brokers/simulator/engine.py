@@ -16,8 +16,9 @@ Prices and fills
 - Stop / take orders fire when their trigger price is touched; ``*_market`` then fill at the
   trigger price (``slippage_ticks`` worse) or, when the price jumped past it (a gap: the candle's
   open, ``set_price``), at the price after the jump. ``*_limit`` become a limit at ``price``.
-- Liquidity is unlimited unless ``fill_cap`` gives a maximum amount a resting limit order fills
-  per crossing (to produce partial fills).
+- Liquidity is unlimited unless ``fill_cap`` gives, per instrument, the most a resting limit
+  order fills per price event (one candle, one ``set_price`` / ``move_price`` / ``set_prices``),
+  to produce partial fills.
 - A reduce-only order never grows a position: each fill is capped to the position; a market-style
   remainder is cancelled; a triggered reduce-only order with nothing to reduce is ``rejected``.
   A non-trigger reduce-only order that cannot reduce the position when placed is refused
@@ -174,6 +175,7 @@ class _Order:
         "amount",
         "book",
         "cancel_reason",
+        "cap_event",
         "created",
         "fill_value",
         "filled",
@@ -237,6 +239,7 @@ class _Order:
         self.is_primary_otoco = False
         self.replaced = False
         self.active = True
+        self.cap_event = -1
         self.th = 0.0
         self.up = False
 
@@ -418,7 +421,7 @@ class ExchangeEngine:
     balance per settlement currency (default 1 BTC, 10 ETH, 100,000 USDC); ``prices``: starting
     price per instrument (orders on an instrument without a price are refused with 10012
     ``book_closed``); ``slippage_ticks``: how many ticks worse market-style fills are;
-    ``fill_cap``: per instrument, the most a resting limit order fills per crossing.
+    ``fill_cap``: per instrument, the most a resting limit order fills per price event.
     """
 
     def __init__(
@@ -457,6 +460,7 @@ class ExchangeEngine:
         self._order_seq = 0
         self._trade_seq = 0
         self._oco_seq = 0
+        self._price_event = 0  # counts price events (a candle, a set/move of the price)
         for name, price in (prices or {}).items():
             self.set_price(name, price)
 
@@ -549,6 +553,7 @@ class ExchangeEngine:
         book = self._book(instrument)
         if timestamp_ms is not None:
             self.now_ms = timestamp_ms
+        self._price_event += 1
         self._move(book, float(price), gap=True)
         self._flush()
 
@@ -557,6 +562,7 @@ class ExchangeEngine:
         book = self._book(instrument)
         if timestamp_ms is not None:
             self.now_ms = timestamp_ms
+        self._price_event += 1
         if book.last <= 0:
             self._move(book, float(price), gap=True)
         else:
@@ -583,6 +589,7 @@ class ExchangeEngine:
         if index is not None:
             book.index = float(index)
         book.split = not (book.last == book.mark == book.index)
+        self._price_event += 1
         self._settle(book, set())
         self._flush()
 
@@ -719,6 +726,7 @@ class ExchangeEngine:
         duration_ms: int,
     ) -> None:
         _, first, second, _ = intra_candle_path(open_, high, low, close)
+        self._price_event += 1
         self.now_ms = open_time_ms
         self._move(book, open_, gap=True)
         self._flush()
@@ -819,8 +827,11 @@ class ExchangeEngine:
             return
         amount = order.remaining
         cap = self.fill_cap.get(book.name)
-        if cap is not None and cap < amount:
-            amount = cap
+        if cap is not None:
+            if order.cap_event == self._price_event:
+                return  # one capped fill per price event
+            order.cap_event = self._price_event
+            amount = min(amount, cap)
         if order.reduce_only:
             amount = min(amount, book.reducible(order))
         if amount <= 0:
@@ -995,7 +1006,8 @@ class ExchangeEngine:
                 self._close(sibling, "cancelled", "oco_other_closed", cascade=False)
             elif condition == "incremental":
                 step = book.spec.amount_step
-                cut = (sibling.amount * amount / order.amount / step).to_integral_value(ROUND_DOWN)
+                base = sibling.target_amount
+                cut = (base * amount / order.target_amount / step).to_integral_value(ROUND_DOWN)
                 sibling.amount -= cut * step
                 if sibling.amount <= sibling.filled:
                     self._close(sibling, "cancelled", "oco_other_closed", cascade=False)
@@ -1464,10 +1476,8 @@ class ExchangeEngine:
             )
 
         order.amount = new_amount
-        if not order.active or order.is_secondary:
-            order.target_amount = max(
-                new_amount, order.target_amount if order.active else new_amount
-            )
+        if amount is not None:
+            order.target_amount = new_amount
         order.price = new_price
         order.trigger_price = new_trigger
         order.reduce_only = new_reduce
