@@ -45,7 +45,8 @@ def _api_error(exc: services.BrokerServiceError) -> ApiError:
 
 
 def _decimal(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    """Plain notation without the database's trailing zeros: 100000, not 100000.0000000000."""
+    return None if value is None else format(value.normalize(), "f")
 
 
 def broker_payload(info: registry.BrokerInfo) -> dict[str, Any]:

@@ -99,25 +99,32 @@ class CcxtBroker:
                 f"for {info.name}."
             )
         self._secrets = tuple(s for s in (api_key, api_secret) if s)
-        self.exchange = exchange_class(
-            {
-                "apiKey": api_key,
-                "secret": api_secret,
-                "enableRateLimit": True,
-                "options": options or {},
-            }
-        )
+        self._config = {
+            "apiKey": api_key,
+            "secret": api_secret,
+            "enableRateLimit": True,
+            "options": options or {},
+        }
+        self._exchange_class = exchange_class
         self.testnet = testnet
-        if testnet and not api_url:
-            if not self.exchange.urls.get("test"):
-                raise ValueError(f"{info.name} has no sandbox in ccxt; testnet is not possible.")
-            self.exchange.set_sandbox_mode(True)
-        if api_url:
-            self.exchange.urls["api"] = _replace_urls(self.exchange.urls["api"], api_url)
+        self.api_url = api_url
+        if testnet and not api_url and not exchange_class().urls.get("test"):
+            raise ValueError(f"{info.name} has no sandbox in ccxt; testnet is not possible.")
+        self.exchange = self._new_exchange()
         self.poll_interval = poll_interval
         self._state = ConnectionState.DISCONNECTED
+        self._closed = False
         self._symbols: dict[str, str] = {}  # order id -> ccxt symbol (cancel needs it)
         self._event_queues: set[asyncio.Queue[BrokerEvent]] = set()
+
+    def _new_exchange(self) -> Any:
+        """A fresh ccxt instance (a closed one refuses every request)."""
+        exchange = self._exchange_class(dict(self._config))
+        if self.testnet and not self.api_url:
+            exchange.set_sandbox_mode(True)
+        if self.api_url:
+            exchange.urls["api"] = _replace_urls(exchange.urls["api"], self.api_url)
+        return exchange
 
     def __repr__(self) -> str:
         return f"CcxtBroker({self.ccxt_id}, testnet={self.testnet}, state={self._state.value})"
@@ -171,6 +178,9 @@ class CcxtBroker:
 
     async def connect(self) -> None:
         """Load the markets and prove the credentials with one private read (the balance)."""
+        if self._closed:
+            self.exchange = self._new_exchange()
+            self._closed = False
         self._state = ConnectionState.CONNECTING
         try:
             await self._call("load_markets")
@@ -188,6 +198,7 @@ class CcxtBroker:
             queue.put_nowait(BrokerEvent(EventKind.DISCONNECTED, "disconnect requested", _now_ms()))
 
     async def _close_quietly(self) -> None:
+        self._closed = True
         try:
             await self.exchange.close()
         except Exception:  # closing must not hide the error that brought us here
@@ -379,7 +390,14 @@ class CcxtBroker:
         return self._order(await self._call("fetch_order", order_id, self._symbols.get(order_id)))
 
     async def orders_by_label(self, label: str, currency: str) -> list[Order]:
-        """Open and recent closed orders carrying ``label`` (ccxt has no lookup by label)."""
+        """Orders carrying ``label``: Deribit's own lookup by label; elsewhere open and recent
+        closed orders, filtered (ccxt has no unified lookup by label)."""
+        if self.ccxt_id == "deribit":
+            response = await self._call(
+                "privateGetGetOrderStateByLabel", {"currency": currency, "label": label}
+            )
+            rows = self.exchange.parse_orders(response.get("result") or [])
+            return [self._order(raw) for raw in rows]
         found = [o for o in await self.open_orders() if o.label == label]
         if self.exchange.has.get("fetchClosedOrders"):
             params = {"code": currency} if self.ccxt_id == "deribit" else {}

@@ -191,7 +191,7 @@ def _instantiate(
     except (ImportError, AttributeError) as exc:
         raise BrokerUnavailable(f"The {info.name} adapter is not available: {exc}") from exc
     if info.id == registry.PAPER_ID:
-        return adapter()
+        return adapter(speed=settings.PAPER_SPEED)
     if info.adapter == registry.DERIBIT_ADAPTER:
         return adapter(
             api_key,
