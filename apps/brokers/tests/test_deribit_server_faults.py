@@ -217,6 +217,8 @@ async def test_moving_the_price_triggers_the_stop(deribit_sim, client):
     stop_id, take_id = answer["order"]["oto_order_ids"]
     deribit_sim.set_price(BTC, 23990)
     stop = await client.result("private/get_order_state", {"order_id": stop_id})
+    take = await client.result("private/get_order_state", {"order_id": take_id})
+    assert take["cancel_reason"] == "oco_other_closed"
     assert stop["order_state"] == "filled"
     assert stop["average_price"] == 24000  # a continuous move fills the stop at its trigger
 
