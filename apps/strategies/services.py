@@ -184,13 +184,8 @@ def _active_account_id() -> int | None:
 
 
 def _risk_snapshot() -> dict[str, Any]:
-    try:
-        from apps.risk.services import risk_settings_snapshot
-    except ImportError:
-        try:
-            from apps.risk.models import risk_settings_snapshot
-        except ImportError:
-            return {}
+    from apps.risk.selectors import risk_settings_snapshot
+
     return _jsonable(risk_settings_snapshot())
 
 

@@ -77,7 +77,8 @@ class RunnerLock:
         self._renewed_at = time.monotonic()
 
     def renew_due(self) -> bool:
-        return time.monotonic() - self._renewed_at >= self.ttl_ms / 3000.0
+        # at most every half second: a stolen or expired lock is noticed within that
+        return time.monotonic() - self._renewed_at >= min(self.ttl_ms / 3000.0, 0.5)
 
     def check(self) -> None:
         """Right before an order: the lock must still carry our token (LockLost otherwise).

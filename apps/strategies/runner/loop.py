@@ -1,7 +1,635 @@
-"""The loop (placeholder until the loop lands)."""
+"""The strategy loop: one process, one lock, one run.
+
+``run_loop_forever(run_id)`` takes the runner lock (a fresh fencing number), claims the run row
+with that fence, connects the broker and RECONCILES before anything else (unknown outcomes
+resolved by label, trades that closed while down recorded, a position without a stop
+re-protected, orphans cancelled). Then, on each closed candle in ANALYZING: analyze → size with
+the risk settings read fresh → protections → the bracket service → POSITION_OPEN. While a
+position is open it follows the bracket; when the stop or target fills it records the trade
+from the broker's fills and goes back to ANALYZING.
+
+Each pass renews the lock (compare-and-extend), stamps the heartbeat and pings the watchdog; the
+lock is checked again right before every order. Faults: a lost connection pauses the run
+(reason ``disconnected``) and marks the account disconnected; orphans pause it
+(``ORPHANS_DETECTED``); a tripped protection pauses it with its code; anything else moves it
+to ERROR with the message, the context and the last log lines. The loop then stops: only the
+trader resumes (PAUSED) or restarts (ERROR).
+"""
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import logging
+import signal as signals
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from typing import Any
 
-def run_loop_forever(run_id: int) -> str:
-    return "not-implemented"
+from django.db import close_old_connections, connection
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from apps.brokers.base import (
+    BrokerError,
+    Candle,
+    ConnectionLost,
+    ConnectionState,
+    EventKind,
+    Side,
+)
+from apps.monitoring import metrics
+from apps.monitoring.events import event_record
+from apps.monitoring.live import live_push
+from apps.monitoring.logging import log_context
+from apps.orders.brackets import (
+    BracketPlan,
+    BracketUnknown,
+    OrphansDetected,
+    bracket_place,
+    instrument_spec,
+)
+from apps.orders.gateway import BrokerGateway, StreamItem
+from apps.orders.models import Bracket, Trade
+from apps.orders.orphans import orphan_sweep_once
+from apps.orders.reconcile import reconcile
+from apps.orders.services import bracket_check, bracket_protect, trade_record
+from apps.strategies.models import LOOP_STATES, RunState, StrategyRun
+from apps.strategies.runner.config import runner_setting
+from apps.strategies.runner.lock import LockLost, RunnerLock
+from apps.strategies.runner.supervisor import LAUNCH_KEY
+from apps.strategies.services import run_heartbeat, run_transition
+from tradebaas.redis import redis_client, rkey
+
+log = logging.getLogger("tradebaas.runner")
+
+GatewayFactory = Callable[[StrategyRun], BrokerGateway]
+SWEEP_REQUEST_KEY = "state:orphan-sweep-request"
+CHECKPOINTS_KEY = "state:run-checkpoints"
+ORPHAN_SWEEP_SECONDS = 60.0
+
+
+class LoopExit(Exception):
+    """Leave the loop quietly (the run was stopped/paused, or the process is shutting down)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class ProtectionTripped(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _LogTail(logging.Handler):
+    """The last lines the loop logged, for the error context the page shows."""
+
+    def __init__(self, size: int = 40) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: collections.deque[str] = collections.deque(maxlen=size)
+        self.thread = threading.get_ident()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            with contextlib.suppress(Exception):  # a log line must never break the loop
+                self.lines.append(self.format(record))
+
+
+def default_gateway(run: StrategyRun) -> BrokerGateway:
+    from apps.brokers.models import BrokerAccount
+    from apps.brokers.services import broker_build
+
+    account = None
+    if run.broker_account_id is not None:
+        account = BrokerAccount.objects.get(pk=run.broker_account_id)
+    return BrokerGateway(broker_build(account=account))
+
+
+_stop_requested = threading.Event()
+
+
+def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised by real workers
+    _stop_requested.set()
+
+
+def run_loop_forever(
+    run_id: int,
+    *,
+    gateway_factory: GatewayFactory | None = None,
+    stop: threading.Event | None = None,
+    max_seconds: float | None = None,
+) -> str:
+    """Host the loop of ``run_id``; returns why it ended (busy, paused, error, stopped, ...)."""
+    _fresh_connection()
+    lock = RunnerLock(run_id)
+    if not lock.acquire():
+        log.info("run %s: another loop holds the runner lock", run_id)
+        return "busy"
+    try:
+        redis_client().delete(rkey(LAUNCH_KEY))
+        claimed = StrategyRun.objects.filter(
+            id=run_id, is_active=True, state__in=LOOP_STATES
+        ).update(fence=lock.fence, heartbeat_at=timezone.now())
+        if not claimed:
+            return "not-runnable"
+        run = StrategyRun.objects.get(id=run_id)
+        if threading.current_thread() is threading.main_thread():
+            signals.signal(signals.SIGTERM, _on_sigterm)
+        with log_context(run_id=run_id):
+            loop = Loop(
+                run,
+                lock,
+                gateway_factory=gateway_factory or default_gateway,
+                stop=stop or _stop_requested,
+                max_seconds=max_seconds,
+            )
+            return loop.run()
+    finally:
+        lock.release()
+        _fresh_connection()
+
+
+def _fresh_connection() -> None:
+    if not connection.in_atomic_block:  # a test's transaction is not ours to close
+        close_old_connections()
+
+
+class Loop:
+    def __init__(
+        self,
+        run: StrategyRun,
+        lock: RunnerLock,
+        *,
+        gateway_factory: GatewayFactory,
+        stop: threading.Event,
+        max_seconds: float | None = None,
+    ) -> None:
+        self.run_row = run
+        self.run_id = run.id
+        self.lock = lock
+        self.fence = lock.fence
+        self.factory = gateway_factory
+        self.stop = stop
+        self.deadline = time.monotonic() + max_seconds if max_seconds else None
+        self.gateway: BrokerGateway | None = None
+        self.state = RunState(run.state)
+        self.bracket: Bracket | None = None
+        self.window: collections.deque[Candle] = collections.deque(maxlen=10)
+        self.peak_equity = Decimal("0")
+        self.policy = str(runner_setting("RUNNER_UNPROTECTED_POLICY"))
+        self.wait = float(runner_setting("RUNNER_CANDLE_WAIT_S"))
+        self.poll = float(runner_setting("RUNNER_POSITION_POLL_S"))
+        self.next_position_check = 0.0
+        self.next_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
+        self.next_heartbeat = 0.0
+        self.trade_misses = 0
+        self.tail = _LogTail()
+
+    # --- the whole life -----------------------------------------------------------------------
+
+    def run(self) -> str:
+        logging.getLogger().addHandler(self.tail)
+        try:
+            return self._run()
+        finally:
+            logging.getLogger().removeHandler(self.tail)
+            if self.gateway is not None:
+                self.gateway.close()
+
+    def _run(self) -> str:
+        from apps.strategies.registry import get_strategy
+
+        try:
+            self.strategy = get_strategy(self.run_row.strategy, self.run_row.params)
+            self.window = collections.deque(maxlen=max(self.strategy.history, 1) + 5)
+            self.gateway = self.factory(self.run_row)
+            self.gateway.connect()
+            self._reconcile()
+            self._warm_up()
+            self.gateway.start_streams(self.run_row.instrument, self.strategy.timeframe)
+            while True:
+                self._pass()
+        except LoopExit as exc:
+            return exc.outcome
+        except LockLost as exc:
+            log.warning("run %s: %s; this loop stops trading now", self.run_id, exc)
+            event_record(
+                kind="lock_lost",
+                message=f"Run {self.run_id}: the loop lost its lock and stopped trading",
+                level="warning",
+                run_id=self.run_id,
+            )
+            return "lock-lost"
+        except OrphansDetected as exc:
+            self._pause("ORPHANS_DETECTED", exc.message, exc.context())
+            return "paused"
+        except ProtectionTripped as exc:
+            self._pause(exc.code, exc.message, {})
+            return "paused"
+        except Exception as exc:
+            if self._is_disconnect(exc):
+                self._disconnected(exc)
+                return "paused"
+            self._error(exc)
+            return "error"
+
+    def _is_disconnect(self, exc: BaseException) -> bool:
+        if isinstance(exc, ConnectionLost):
+            return True
+        if isinstance(exc, BracketUnknown | BrokerError | TimeoutError):
+            broker = self.gateway.broker if self.gateway else None
+            return broker is not None and broker.state is not ConnectionState.CONNECTED
+        return False
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    def _pass(self) -> None:
+        self._keepalive()
+        item = self.gateway.next_item(self.wait)
+        if item is not None:
+            self._handle(item)
+        now = time.monotonic()
+        if self.bracket is not None and now >= self.next_position_check:
+            self._follow_position()
+        if now >= self.next_sweep or self._sweep_requested():
+            self.next_sweep = now + ORPHAN_SWEEP_SECONDS
+            self.lock.check()
+            orphan_sweep_once(self.gateway, run_id=self.run_id)
+
+    def _keepalive(self) -> None:
+        if self.stop.is_set():
+            raise LoopExit("shutdown")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise LoopExit("time-limit")
+        if self.lock.renew_due():
+            self.lock.renew()
+        now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + 1.0
+            if not run_heartbeat(run_id=self.run_id, fence=self.fence):
+                raise LoopExit("stopped")
+            row = StrategyRun.objects.filter(id=self.run_id).values("state", "is_active").first()
+            if row is None or not row["is_active"] or row["state"] not in LOOP_STATES:
+                raise LoopExit("stopped" if not row or not row["is_active"] else "paused")
+            metrics.HEARTBEAT_AGE.set(0)
+            try:
+                from apps.monitoring.watchdog import watchdog_ping
+
+                watchdog_ping()
+            except ImportError:  # pragma: no cover
+                pass
+
+    def _sweep_requested(self) -> bool:
+        try:
+            return bool(redis_client().delete(rkey(SWEEP_REQUEST_KEY)))
+        except Exception:
+            return False
+
+    def _handle(self, item: StreamItem) -> None:
+        if item.kind == "stream_end":
+            payload = item.payload
+            raise payload if isinstance(payload, Exception) else ConnectionLost(str(payload))
+        if item.kind == "event":
+            kind = getattr(item.payload, "kind", None)
+            if kind is EventKind.DISCONNECTED:
+                raise ConnectionLost(f"broker disconnected: {item.payload.payload}")
+            if kind in (EventKind.FILL, EventKind.ORDER) and self.bracket is not None:
+                self.next_position_check = 0.0
+            return
+        candle: Candle = item.payload
+        if self.window and candle.open_time_ms <= self.window[-1].open_time_ms:
+            return
+        self.window.append(candle)
+        if self.bracket is not None:
+            self._follow_position()
+            return
+        if self.state is RunState.ANALYZING:
+            self._analyze(item.received)
+
+    # --- transitions ---------------------------------------------------------------------------
+
+    def _move(self, to: RunState, reason: str, message: str = "", **context: Any) -> None:
+        if self.state is to:
+            return
+        if not run_transition(
+            run_id=self.run_id,
+            to=to,
+            reason=reason,
+            message=message,
+            context=context,
+            fence=self.fence,
+            expected=(self.state,),
+        ):
+            raise LoopExit(self._why_refused())
+        self.state = to
+
+    def _why_refused(self) -> str:
+        row = StrategyRun.objects.filter(id=self.run_id).values("state", "is_active").first()
+        if row is None or not row["is_active"]:
+            return "stopped"
+        return "paused" if row["state"] == RunState.PAUSED else "state-changed"
+
+    def _pause(self, reason: str, message: str, context: dict[str, Any]) -> None:
+        run_transition(
+            run_id=self.run_id,
+            to=RunState.PAUSED,
+            reason=reason,
+            message=message,
+            context=context,
+            expected=LOOP_STATES,
+        )
+
+    def _disconnected(self, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("run %s: broker connection lost: %s", self.run_id, reason)
+        if self.run_row.broker_account_id is not None:
+            from apps.brokers.models import BrokerAccount
+            from apps.brokers.services import broker_account_mark_disconnected
+
+            account = BrokerAccount.objects.filter(pk=self.run_row.broker_account_id).first()
+            if account is not None:
+                broker_account_mark_disconnected(account=account, reason=reason)
+        self._pause("disconnected", reason, {"bracket": self._bracket_id()})
+
+    def _error(self, exc: BaseException) -> None:
+        log.error("run %s: %s", self.run_id, exc, exc_info=True)
+        context = {
+            "exception": type(exc).__name__,
+            "state": str(self.state),
+            "bracket": self._bracket_id(),
+            "traceback": traceback.format_exception(exc)[-6:],
+            "log": list(self.tail.lines),
+        }
+        if hasattr(exc, "context") and callable(exc.context):
+            context.update(exc.context())
+        run_transition(
+            run_id=self.run_id,
+            to=RunState.ERROR,
+            reason="exception",
+            message=f"{type(exc).__name__}: {exc}",
+            context=context,
+            expected=(*LOOP_STATES, RunState.PAUSED),
+        )
+
+    def _bracket_id(self) -> str | None:
+        return self.bracket.bracket_id if self.bracket is not None else None
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        params = self.run_row.params or {}
+        report = reconcile(
+            self.gateway,
+            instrument=self.run_row.instrument,
+            run_id=self.run_id,
+            account_id=self.run_row.broker_account_id,
+            policy=self.policy,
+            stop_pct=Decimal(str(params.get("stop_loss_pct", 1))),
+        )
+        self.bracket = report.open_bracket
+        target = RunState.POSITION_OPEN if self.bracket is not None else RunState.ANALYZING
+        self._move_any(target, report.as_dict())
+
+    def _move_any(self, to: RunState, report: dict[str, Any]) -> None:
+        if self.state is to:
+            return
+        if not run_transition(
+            run_id=self.run_id,
+            to=to,
+            reason="reconciled",
+            context=report,
+            fence=self.fence,
+            expected=LOOP_STATES,
+        ):
+            raise LoopExit(self._why_refused())
+        self.state = to
+
+    def _warm_up(self) -> None:
+        tf_ms = self.strategy.timeframe * 60_000
+        need = self.window.maxlen or 1
+        now_ms = int(time.time() * 1000)
+        try:
+            history = self.gateway.call(
+                "candles",
+                self.run_row.instrument,
+                self.strategy.timeframe,
+                now_ms - (need + 2) * tf_ms,
+                now_ms,
+            )
+        except (BrokerError, TimeoutError, NotImplementedError) as exc:
+            log.warning("run %s: no candle history (%s); warming up live", self.run_id, exc)
+            return
+        for candle in history:
+            if candle.open_time_ms + tf_ms <= now_ms:
+                self.window.append(candle)
+
+    # --- analysing and entering ----------------------------------------------------------------
+
+    def _analyze(self, received: float) -> None:
+        signal = self.strategy.analyze(list(self.window))
+        if signal is None:
+            self._push_checkpoints(None)
+            return
+        self._move(
+            RunState.SIGNAL_DETECTED,
+            "signal",
+            signal.reason,
+            side=str(signal.side),
+            entry=str(signal.entry),
+            stop=str(signal.stop),
+            take_profit=str(signal.take_profit),
+        )
+        try:
+            plan = self._plan(signal)
+        except ProtectionTripped:
+            raise
+        except Exception as exc:
+            from apps.risk.sizing import SizingRefused
+
+            if not isinstance(exc, SizingRefused):
+                raise
+            event_record(
+                kind="trade_refused",
+                message=f"Signal not traded: {exc}",
+                level="warning",
+                context={"code": str(getattr(exc, "code", "")), "signal": signal.as_dict()},
+                run_id=self.run_id,
+            )
+            self._move(RunState.ANALYZING, "sizing_refused", str(exc))
+            return
+        self._move(RunState.ENTERING_POSITION, "placing", bracket=plan.bracket_id)
+        try:
+            self.bracket = bracket_place(gateway=self.gateway, plan=plan, guard=self.lock.check)
+        except BaseException:
+            self.bracket = Bracket.objects.filter(bracket_id=plan.bracket_id).first()
+            raise
+        metrics.CANDLE_TO_BRACKET.observe(time.perf_counter() - received)
+        self._move(RunState.POSITION_OPEN, "bracket_open", bracket=plan.bracket_id)
+        self.next_position_check = time.monotonic() + self.poll
+        self._push_checkpoints(signal)
+
+    def _plan(self, signal: Any) -> BracketPlan:
+        from apps.risk.services import risk_size_trade
+
+        spec = instrument_spec(self.gateway, self.run_row.instrument)
+        tick = spec.tick_size
+        side = signal.side
+        entry = _on_tick(signal.entry, tick, None)
+        stop = _on_tick(signal.stop, tick, ROUND_DOWN if side is Side.BUY else ROUND_UP)
+        target = _on_tick(signal.take_profit, tick, None)
+        summary = self.gateway.call("account_summary", spec.settlement_currency)
+        self._check_protections(summary.equity)
+        sized = risk_size_trade(
+            spec=spec,
+            side=side,
+            entry=entry,
+            stop=stop,
+            equity=summary.equity,
+            available_funds=summary.available_funds,
+        )
+        result = sized.result
+        return BracketPlan(
+            instrument=spec.name,
+            side=side,
+            amount=result.amount,
+            stop_price=stop,
+            take_profit_price=target,
+            signal_price=entry,
+            run_id=self.run_id,
+            account_id=self.run_row.broker_account_id,
+            risk_settings=sized.settings,
+            sizing={
+                "equity": str(summary.equity),
+                "risk": str(result.risk),
+                "risk_currency": result.risk_currency,
+                "risk_usd": str(result.risk_usd),
+                "leverage": str(result.leverage),
+            },
+            signal=signal.as_dict(),
+        )
+
+    def _check_protections(self, equity: Decimal) -> None:
+        from apps.risk.protections import ClosedTrade as RiskTrade
+        from apps.risk.protections import protection_tripped
+        from apps.risk.selectors import protection_limits
+
+        self.peak_equity = max(self.peak_equity, equity)
+        since = timezone.now() - timezone.timedelta(days=2)
+        trades = [
+            RiskTrade(closed_at=t.closed_at, pnl=t.pnl, stopped_out=t.exit_reason == "stop_loss")
+            for t in Trade.objects.filter(closed_at__gte=since, instrument=self.run_row.instrument)
+        ]
+        trip = protection_tripped(
+            limits=protection_limits(),
+            trades=trades,
+            equity=equity,
+            peak_equity=self.peak_equity,
+            now=timezone.now(),
+        )
+        if trip is not None:
+            event_record(
+                kind="protection_tripped",
+                message=f"Protection tripped: {trip.message}",
+                level="warning",
+                context={"code": str(trip.code)},
+                run_id=self.run_id,
+                alert=True,
+            )
+            raise ProtectionTripped(str(trip.code), trip.message)
+
+    # --- following the position ----------------------------------------------------------------
+
+    def _follow_position(self) -> None:
+        self.next_position_check = time.monotonic() + self.poll
+        bracket = self.bracket
+        check = bracket_check(self.gateway, bracket)
+        if not check.closed:
+            if check.position_size != 0 and not check.stop_live:
+                self.lock.check()
+                bracket_protect(self.gateway, bracket, policy=self.policy)
+            return
+        self._move(RunState.CLOSING, check.exit_reason, bracket=bracket.bracket_id)
+        trade = trade_record(self.gateway, bracket, exit_reason=check.exit_reason)
+        if trade is None:
+            self.trade_misses += 1
+            if self.trade_misses > 5:
+                raise BrokerError(
+                    f"bracket {bracket.bracket_id} closed but its fills are incomplete"
+                )
+            return
+        self.trade_misses = 0
+        self.lock.check()
+        orphan_sweep_once(self.gateway, run_id=self.run_id)  # a leg the exchange left behind
+        self._strategy_trade_closed(trade)
+        self.bracket = None
+        self._move(RunState.ANALYZING, "trade_closed", bracket=bracket.bracket_id)
+
+    def _strategy_trade_closed(self, trade: Trade) -> None:
+        from apps.strategies.base import ClosedTrade
+
+        self.strategy.on_trade_closed(
+            ClosedTrade(
+                side=Side(trade.side),
+                entry_price=trade.entry_price,
+                exit_price=trade.exit_price,
+                amount=trade.amount,
+                pnl=trade.pnl,
+                fees=trade.fees,
+                entry_time_ms=int(trade.opened_at.timestamp() * 1000),
+                exit_time_ms=int(trade.closed_at.timestamp() * 1000),
+                reason=trade.exit_reason,
+            )
+        )
+
+    # --- live page ------------------------------------------------------------------------------
+
+    def _push_checkpoints(self, signal: Any) -> None:
+        state = self.strategy.state()
+        checkpoints = state.get("checkpoints", [])
+        try:
+            import json
+
+            redis_client().set(
+                rkey(CHECKPOINTS_KEY),
+                json.dumps({"run_id": self.run_id, "at": _now_iso(), **state}, default=str),
+                ex=3600,
+            )
+        except Exception:
+            log.debug("checkpoints not stored", exc_info=True)
+        rows = format_html_join(
+            "",
+            '<li class="checkpoint {}"><span>{}</span> <b>{}</b></li>',
+            (
+                ("passed" if c.get("passed") else "failed", c.get("name"), c.get("value"))
+                for c in checkpoints
+            ),
+        )
+        live_push(
+            format_html(
+                '<ul id="run-checkpoints" hx-swap-oob="true" data-run="{}">{}</ul>',
+                self.run_id,
+                rows,
+            )
+        )
+
+
+def _on_tick(value: Any, tick: Decimal, rounding: str | None) -> Decimal:
+    price = Decimal(str(value))
+    steps = (
+        (price / tick).to_integral_value(rounding=rounding)
+        if rounding
+        else (price / tick).to_integral_value()
+    )
+    return steps * tick
+
+
+def _now_iso() -> str:
+    return datetime.now(tz=UTC).isoformat()

@@ -1,0 +1,234 @@
+"""Writes about open brackets: follow their legs, record the trade from the broker's own fills,
+re-protect a position that lost its stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from apps.brokers.base import (
+    Fill,
+    NotFound,
+    OrderRequest,
+    OrderState,
+    Side,
+    bracket_labels,
+)
+from apps.monitoring import metrics
+from apps.monitoring.events import event_record
+from apps.orders.brackets import instrument_spec, order_row_update
+from apps.orders.gateway import BrokerGateway
+from apps.orders.models import Bracket, BracketState, Order, OrderRole, Trade
+
+log = logging.getLogger("tradebaas.trades")
+
+
+@dataclass(frozen=True, slots=True)
+class BracketCheck:
+    """What the exchange says about an open bracket."""
+
+    closed: bool
+    position_size: Decimal
+    stop_live: bool
+    exit_reason: str = ""
+
+
+def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
+    """Refresh the legs' rows from the exchange and say whether the position is gone."""
+    spec = instrument_spec(gateway, bracket.instrument)
+    states: dict[str, Any] = {}
+    for row in bracket.orders.exclude(exchange_id=""):
+        try:
+            order = gateway.call("order_state", row.exchange_id)
+        except NotFound:
+            continue
+        states[row.role] = order
+        if row.status != order.state or row.filled_amount != order.filled_amount:
+            order_row_update(row, order)
+    size = sum(
+        (
+            p.size
+            for p in gateway.call("positions", spec.settlement_currency)
+            if p.instrument == bracket.instrument
+        ),
+        Decimal("0"),
+    )
+    stop_live = any(
+        o.is_live for role, o in states.items() if role in (OrderRole.STOP_LOSS, OrderRole.CLOSE)
+    )
+    entry = states.get(OrderRole.ENTRY)
+    entered = bool(entry and entry.filled_amount > 0)
+    exit_reason = ""
+    for role, reason in (
+        (OrderRole.STOP_LOSS, "stop_loss"),
+        (OrderRole.CLOSE, "stop_loss"),
+        (OrderRole.TAKE_PROFIT, "take_profit"),
+    ):
+        leg = states.get(role)
+        if leg is not None and leg.state is OrderState.FILLED:
+            exit_reason = reason
+    closed = entered and size == 0 and (entry.state is not OrderState.OPEN)
+    if closed and not exit_reason:
+        exit_reason = "closed"
+    return BracketCheck(
+        closed=closed,
+        position_size=size,
+        stop_live=stop_live,
+        exit_reason=exit_reason,
+    )
+
+
+def _fills_of(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
+    prefix = f"tb-{bracket.bracket_id}-"
+    since = (bracket.opened_ms or 0) - 60_000
+    ids = set(bracket.orders.exclude(exchange_id="").values_list("exchange_id", flat=True))
+    return [
+        f
+        for f in gateway.call("fills", bracket.instrument, max(0, since))
+        if f.label.startswith(prefix) or f.order_id in ids
+    ]
+
+
+def _avg(fills: list[Fill]) -> Decimal:
+    amount = sum((f.amount for f in fills), Decimal("0"))
+    if not amount:
+        return Decimal("0")
+    return sum((f.price * f.amount for f in fills), Decimal("0")) / amount
+
+
+def trade_record(
+    gateway: BrokerGateway, bracket: Bracket, *, exit_reason: str, recorded_by: str = "loop"
+) -> Trade | None:
+    """Record the closed trade of ``bracket`` from the broker's fills and fees; idempotent.
+
+    None when the fills do not (yet) show a complete round trip.
+    """
+    existing = Trade.objects.filter(bracket=bracket).first()
+    if existing:
+        return existing
+    spec = instrument_spec(gateway, bracket.instrument)
+    fills = _fills_of(gateway, bracket)
+    side = Side(bracket.side)
+    entries = [f for f in fills if f.direction is side]
+    exits = [f for f in fills if f.direction is side.opposite]
+    entered = sum((f.amount for f in entries), Decimal("0"))
+    exited = sum((f.amount for f in exits), Decimal("0"))
+    if not entries or not exits or exited < entered:
+        log.warning(
+            "bracket %s: fills incomplete (entered %s, exited %s)",
+            bracket.bracket_id,
+            entered,
+            exited,
+        )
+        return None
+    entry_price, exit_price = _avg(entries), _avg(exits)
+    sign = Decimal(1) if side is Side.BUY else Decimal(-1)
+    if spec.is_inverse:
+        gross = sign * entered * (1 / entry_price - 1 / exit_price)
+    else:
+        gross = sign * entered * (exit_price - entry_price)
+    fees = sum((f.fee for f in fills), Decimal("0"))
+    pnl = gross - fees
+    pnl_usd = pnl * exit_price if spec.is_inverse else pnl
+    opened = min(f.timestamp_ms for f in entries)
+    closed = max(f.timestamp_ms for f in exits)
+    try:
+        with transaction.atomic():
+            trade = Trade.objects.create(
+                bracket=bracket,
+                run_id=bracket.run_id,
+                broker_account_id=bracket.broker_account_id,
+                instrument=bracket.instrument,
+                side=bracket.side,
+                amount=entered,
+                entry_price=entry_price.quantize(Decimal("1e-10")),
+                exit_price=exit_price.quantize(Decimal("1e-10")),
+                pnl=pnl.quantize(Decimal("1e-12")),
+                pnl_usd=pnl_usd.quantize(Decimal("1e-8")),
+                fees=fees.quantize(Decimal("1e-12")),
+                currency=spec.settlement_currency,
+                opened_at=datetime.fromtimestamp(opened / 1000, tz=UTC),
+                closed_at=datetime.fromtimestamp(closed / 1000, tz=UTC),
+                duration_seconds=Decimal(closed - opened) / 1000,
+                exit_reason=exit_reason,
+                risk_settings=bracket.risk_settings,
+                fill_ids=[f.trade_id for f in fills],
+                recorded_by=recorded_by,
+            )
+            bracket.state = BracketState.CLOSED
+            bracket.save(update_fields=["state", "updated_at"])
+            event_record(
+                kind="bracket_closed",
+                message=f"Trade closed by {exit_reason}: {bracket.side} {entered} "
+                f"{bracket.instrument} {entry_price:.2f} → {exit_price:.2f}, "
+                f"P&L {pnl:.8f} {spec.settlement_currency} (${pnl_usd:.2f}), fees {fees:.8f}",
+                context={"pnl": pnl, "pnl_usd": pnl_usd, "fees": fees, "by": recorded_by},
+                run_id=bracket.run_id,
+                bracket_id=bracket.bracket_id,
+                alert=True,
+            )
+    except IntegrityError:  # recorded by someone else meanwhile
+        return Trade.objects.filter(bracket=bracket).first()
+    metrics.TRADES.labels(result="win" if pnl > 0 else "loss").inc()
+    return trade
+
+
+def bracket_protect(gateway: BrokerGateway, bracket: Bracket, *, policy: str = "protect") -> str:
+    """A position of ``bracket`` without a live stop: place a reduce-only stop (``protect``,
+    labelled as the bracket's stop) or close it (``close``). Returns what was done."""
+    spec = instrument_spec(gateway, bracket.instrument)
+    held = [
+        p
+        for p in gateway.call("positions", spec.settlement_currency)
+        if p.instrument == bracket.instrument and p.size != 0
+    ]
+    if not held:
+        return "flat"
+    position = held[0]
+    if policy == "close":
+        gateway.call("close_position", bracket.instrument)
+        action = "closed"
+    else:
+        _, stop_label, _ = bracket_labels(bracket.bracket_id)
+        side = Side.SELL if position.size > 0 else Side.BUY
+        order = gateway.call(
+            "place_order",
+            OrderRequest(
+                instrument=bracket.instrument,
+                side=side,
+                amount=abs(position.size),
+                order_type="stop_market",
+                label=stop_label,
+                trigger_price=bracket.stop_price,
+                trigger="mark_price",
+                reduce_only=True,
+            ),
+        )
+        row = Order.objects.create(
+            bracket=bracket,
+            role=OrderRole.CLOSE,
+            label=stop_label,
+            order_type="stop_market",
+            side=str(side),
+            amount=abs(position.size),
+            trigger_price=bracket.stop_price,
+            reduce_only=True,
+        )
+        order_row_update(row, order)
+        action = f"stop placed ({order.order_id} at {bracket.stop_price})"
+    event_record(
+        kind="position_protected",
+        message=f"Position {position.size} {bracket.instrument} had no stop: {action}",
+        level="warning",
+        context={"policy": policy, "size": position.size},
+        run_id=bracket.run_id,
+        bracket_id=bracket.bracket_id,
+        alert=True,
+    )
+    return action

@@ -1,0 +1,100 @@
+"""Test kit for the runner: a manual PaperBroker behind a gateway, a market driver thread, runs.
+
+The loop runs in the test's own thread (so it shares the test's database transaction); a driver
+thread moves the paper market by stepping candles on the broker's loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from apps.brokers.paper import PaperBroker
+from apps.orders.gateway import BrokerGateway
+from apps.strategies.models import RunState, StrategyRun
+
+
+def paper_gateway(*, linked: bool = True, warmup: int = 30, **kwargs) -> BrokerGateway:
+    broker = PaperBroker(manual=True, warmup=warmup, speed="max", **kwargs)
+    if not linked:
+        broker.supports_linked_orders = False
+    return BrokerGateway(broker)
+
+
+def make_run(
+    *, strategy: str = "fast_test", params: dict | None = None, state: str = RunState.IDLE
+) -> StrategyRun:
+    from apps.strategies.registry import get_strategy
+
+    clean = get_strategy(strategy, params or {}).params
+    return StrategyRun.objects.create(
+        strategy=strategy, params=clean, instrument="BTC-PERPETUAL", state=state
+    )
+
+
+class Driver:
+    """Steps the paper market every ``interval`` seconds until ``until(engine)`` or ``limit``."""
+
+    def __init__(
+        self,
+        gateway: BrokerGateway,
+        stop: threading.Event,
+        *,
+        until: Callable[[object], bool],
+        interval: float = 0.02,
+        limit: int = 2000,
+        before_step: Callable[[int], None] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.stop = stop
+        self.until = until
+        self.interval = interval
+        self.limit = limit
+        self.before_step = before_step
+        self.steps = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drive, daemon=True)
+
+    def __enter__(self) -> Driver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+    def _drive(self) -> None:
+        try:
+            time.sleep(0.3)  # let the loop connect and reconcile
+            while not self.stop.is_set() and self.steps < self.limit:
+                engine = self.gateway.broker.engine
+                if self.gateway.on_loop(lambda: self.until(engine)):
+                    break
+                if self.before_step:
+                    self.before_step(self.steps)
+                self.gateway.run(self.gateway.broker.step(1))
+                self.steps += 1
+                time.sleep(self.interval)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+        finally:
+            time.sleep(0.3)  # let the loop record what the last step did
+            self.stop.set()
+
+
+def positions(gateway: BrokerGateway) -> list:
+    """Open positions, read from the engine (works after the loop closed the gateway)."""
+    return [p for p in gateway.broker.engine.positions() if p.size != 0]
+
+
+def open_orders(gateway: BrokerGateway) -> list:
+    return list(gateway.broker.engine.open_orders())
+
+
+def fills_count(engine) -> int:
+    return len(engine.user_trades()) if hasattr(engine, "user_trades") else 0
+
+
+ZERO = Decimal("0")

@@ -1,0 +1,155 @@
+"""The loop on the paper broker: analyse → size → bracket → position → trade → analyse."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from apps.monitoring.models import Event
+from apps.orders.models import BracketState, Trade
+from apps.strategies.models import RunState, StrategyRun
+from apps.strategies.runner.loop import run_loop_forever
+from apps.strategies.tests.runner_kit import Driver, make_run, open_orders, paper_gateway, positions
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_loop(settings):
+    settings.RUNNER_CANDLE_WAIT_S = 0.01
+    settings.RUNNER_POSITION_POLL_S = 0.05
+    settings.RUNNER_LOCK_TTL_MS = 5000
+
+
+def exits(engine) -> int:
+    return sum(1 for t in engine.trades() if t.label.endswith(("-sl", "-tp")))
+
+
+def test_paper_run_trades_and_records_each_trade_from_fills():
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: exits(e) >= 3) as driver:
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=60
+        )
+    assert driver.error is None
+    assert outcome == "shutdown"
+    engine = gateway.broker.engine
+    trades = list(Trade.objects.order_by("closed_at"))
+    assert len(trades) >= 3
+    sides = [t.side for t in trades]
+    assert sides[:3] == ["buy", "sell", "buy"]  # fast_test alternates after each closed trade
+    for trade in trades:
+        fills = [
+            f for f in engine.trades() if f.label.startswith(f"tb-{trade.bracket.bracket_id}-")
+        ]
+        assert {f.trade_id for f in fills} == set(trade.fill_ids)
+        assert trade.fees == sum(Decimal(str(f.fee)) for f in fills)
+        assert trade.exit_reason in ("stop_loss", "take_profit")
+        assert trade.risk_settings["mode"] in ("percent", "fixed")
+        assert trade.bracket.state == BracketState.CLOSED
+        assert trade.duration_seconds >= 0
+    # the whole path is in the transition rows
+    reasons = list(run.transitions.order_by("id").values_list("to_state", flat=True))
+    assert reasons[:5] == [
+        "ANALYZING",
+        "SIGNAL_DETECTED",
+        "ENTERING_POSITION",
+        "POSITION_OPEN",
+        "CLOSING",
+    ]
+    assert Event.objects.filter(kind="bracket_opened").count() >= 3
+    assert Event.objects.filter(kind="bracket_closed").count() == len(trades)
+    run.refresh_from_db()
+    assert run.heartbeat_at is not None
+    gateway.close()
+
+
+def test_losing_the_lock_stops_trading_at_once():
+    from tradebaas.redis import redis_client, rkey
+
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+
+    def steal(step: int) -> None:
+        if step == 3:
+            redis_client().set(rkey("lock:runner"), "999:999")
+
+    with Driver(gateway, stop, until=lambda e: False, before_step=steal, limit=200):
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert outcome == "lock-lost"
+    assert Event.objects.filter(kind="lock_lost").exists()
+    gateway.close()
+
+
+def test_a_held_lock_means_a_second_loop_does_nothing():
+    from apps.strategies.runner.lock import RunnerLock
+
+    run = make_run()
+    other = RunnerLock(run.id)
+    assert other.acquire()
+    assert (
+        run_loop_forever(run.id, gateway_factory=lambda r: pytest.fail("must not connect"))
+        == "busy"
+    )
+    other.release()
+
+
+def test_an_exception_in_the_loop_is_error_with_context_and_stops():
+    run = make_run(strategy="fast_test")
+    gateway = paper_gateway()
+
+    class Boom(Exception):
+        pass
+
+    original = gateway.call
+
+    def failing_call(method, *args, **kwargs):
+        if method == "account_summary":
+            raise Boom("equity unreadable")
+        return original(method, *args, **kwargs)
+
+    gateway.call = failing_call
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: False, limit=10):
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert outcome == "error"
+    run.refresh_from_db()
+    assert run.state == RunState.ERROR
+    assert "equity unreadable" in run.error_message
+    assert run.error_context["exception"] == "Boom"
+    assert any("equity unreadable" in line for line in run.error_context["traceback"])
+    assert Event.objects.filter(kind="run_error", level="error").exists()
+    assert not positions(gateway)
+    assert not open_orders(gateway)
+    # ERROR is not left by starting the loop again
+    assert run_loop_forever(run.id, gateway_factory=lambda r: gateway) == "not-runnable"
+    gateway.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stopping_the_run_ends_the_loop():
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+
+    def stop_run(step: int) -> None:
+        if step == 2:
+            StrategyRun.objects.filter(id=run.id).update(is_active=False)
+            connection.close()
+
+    with Driver(gateway, stop, until=lambda e: False, before_step=stop_run, limit=200):
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert outcome == "stopped"
+    gateway.close()
