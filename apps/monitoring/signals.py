@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import signals
 
-from . import watchdog
+from . import watchdog, worker_metrics  # noqa: F401 - worker_metrics connects its handlers
 
 
 @signals.worker_ready.connect

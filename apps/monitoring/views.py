@@ -58,4 +58,12 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     allowed = client_address(request) in settings.METRICS_ALLOWED_IPS
     if not allowed and not (request.user.is_authenticated and request.user.is_staff):
         return HttpResponseForbidden("metrics: address not allowed")
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import STATE_COLLECTOR
+
+    # This process's metrics, plus the scrape-time numbers from the database and Redis.
+    state = CollectorRegistry(auto_describe=False)
+    state.register(STATE_COLLECTOR)
+    body = generate_latest(REGISTRY) + generate_latest(state)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -241,6 +241,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
+# Live-page WebSockets: new connections per user and per address ("N/sec|min|hour"), and how many
+# sockets one user may hold open at once in one web process.
+WS_CONNECT_RATE = env.str("WS_CONNECT_RATE", default="120/min")
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=50)
+
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
 
