@@ -81,6 +81,35 @@ class PreviewSerializer(serializers.Serializer):
     include_fees = serializers.BooleanField(required=False)
 
 
+class WarningSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class PreviewResultSerializer(serializers.Serializer):
+    """The answer of a preview (documentation only: the view builds the dict)."""
+
+    instrument = serializers.CharField()
+    side = serializers.CharField()
+    amount = serializers.CharField(help_text="USD for inverse instruments, base coin for linear")
+    risk = serializers.CharField(help_text="Loss at the stop, settlement currency")
+    risk_currency = serializers.CharField()
+    risk_usd = serializers.CharField()
+    target_risk = serializers.CharField()
+    target_risk_usd = serializers.CharField()
+    fees = serializers.CharField(help_text="Taker fees of entry and stop, settlement currency")
+    include_fees = serializers.BooleanField()
+    notional = serializers.CharField()
+    notional_usd = serializers.CharField()
+    leverage = serializers.CharField()
+    required_margin = serializers.CharField()
+    equity = serializers.CharField()
+    equity_source = serializers.CharField(help_text="request or broker")
+    mode = serializers.CharField()
+    value = serializers.CharField()
+    warnings = WarningSerializer(many=True)
+
+
 def _instrument(name: str) -> InstrumentSpec:
     from apps.brokers.services import BrokerServiceError, instrument_spec
 
@@ -106,7 +135,7 @@ def _equity(currency: str) -> Decimal:
         raise ApiError(exc.status, exc.code, exc.message) from None
 
 
-@extend_schema(request=PreviewSerializer)
+@extend_schema(request=PreviewSerializer, responses=PreviewResultSerializer)
 @api_view(["POST"])
 def risk_preview(request: Request) -> Response:
     """What the sizer would do with this trade, with the saved settings filling what is not sent.

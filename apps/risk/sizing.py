@@ -330,7 +330,7 @@ def size_position(
             RefusalCode.INSUFFICIENT_FUNDS,
             f"the trade needs {_plain(required, 10)} {cur} of margin and fees, "
             f"{_plain(funds, 10)} {cur} is available",
-            "equity",
+            "available_funds",
         )
 
     fees = amount * fees_per_unit

@@ -134,7 +134,7 @@ def test_preview_uses_the_saved_settings_and_the_paper_balance_by_default(api_cl
             "LEVERAGE_ABOVE_INSTRUMENT_MAX",
             "stop",
         ),
-        ({"available_funds": "0.001"}, "INSUFFICIENT_FUNDS", "equity"),
+        ({"available_funds": "0.001"}, "INSUFFICIENT_FUNDS", "available_funds"),
         ({"entry": "-5"}, "INVALID_INPUT", "entry"),
         ({"value": "150"}, "INVALID_INPUT", "value"),
     ],

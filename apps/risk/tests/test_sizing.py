@@ -277,6 +277,7 @@ def test_insufficient_funds_is_refused_at_the_margin_boundary():
     assert size(available_funds="0.010045").amount == D("24500")
     refused = refusal(available_funds="0.010044")
     assert refused.code is RefusalCode.INSUFFICIENT_FUNDS
+    assert refused.field == "available_funds"
 
 
 @pytest.mark.parametrize(
