@@ -217,22 +217,24 @@ LINKED_ORDER_NOTES: dict[str, str] = {
     "deribit": "Native OTOCO: one private/buy or private/sell with otoco_config (used).",
     "binance": "No attached TP/SL on the entry; separate STOP_MARKET / TAKE_PROFIT_MARKET "
     "orders with reduceOnly or closePosition. " + _EMULATED,
-    "bybit": "Attached takeProfit/stopLoss on the entry (ccxt createOrderWithTakeProfitAndStopLoss); "
+    "bybit": "Attached take-profit/stop-loss on the entry (ccxt "
+    "createOrderWithTakeProfitAndStopLoss); not used. " + _EMULATED,
+    "okx": "Attached algo orders on the entry (ccxt createOrderWithTakeProfitAndStopLoss); "
     "not used. " + _EMULATED,
-    "okx": "Attached algo orders (attachAlgoOrds) on the entry; not used. " + _EMULATED,
     "kraken": "Separate stop and take_profit trigger orders, reduce-only; no linked set. "
     + _EMULATED,
-    "bitget": "Preset stop-loss / take-profit on the entry (presetStopLossPrice); not used. "
-    + _EMULATED,
-    "kucoin": "Stop-loss / take-profit on the entry (stopPriceType); not used. " + _EMULATED,
+    "bitget": "Preset stop-loss/take-profit on the entry (ccxt "
+    "createOrderWithTakeProfitAndStopLoss); not used. " + _EMULATED,
+    "kucoin": "Attached stop-loss/take-profit on the entry (ccxt "
+    "createOrderWithTakeProfitAndStopLoss); not used. " + _EMULATED,
     "mexc": "Trigger orders only; no linked set in ccxt. " + _EMULATED,
     "gateio": "Price-triggered orders, separate from the entry. " + _EMULATED,
-    "bitmex": "Contingent orders were removed by BitMEX; separate stops. " + _EMULATED,
+    "bitmex": "BitMEX removed contingent (OCO/OTO) orders; separate stops only. " + _EMULATED,
     "huobi": "Separate trigger / TP-SL orders. " + _EMULATED,
-    "phemex": "Position TP/SL outside ccxt's unified API. " + _EMULATED,
-    "coinbase": "Spot only; bracket (attached) orders are not exposed by ccxt. " + _EMULATED,
-    "bitstamp": "Spot only, no trigger orders in ccxt; brackets cannot be protected there.",
-    "bitfinex": "OCO for spot (oco_stop_price); not used. " + _EMULATED,
+    "phemex": "No stop or trigger orders in ccxt's unified API for phemex. " + _EMULATED,
+    "coinbase": "Spot only; attached bracket orders are not exposed by ccxt. " + _EMULATED,
+    "bitstamp": "Spot only, no trigger orders in ccxt: a stop cannot be placed there.",
+    "bitfinex": "The exchange has an OCO flag for spot; ccxt does not unify it. " + _EMULATED,
 }
 
 # Where the original system's registry and what the pinned ccxt wires up disagree.

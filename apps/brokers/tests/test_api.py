@@ -217,3 +217,17 @@ def test_the_api_key_is_never_logged_in_full(api_client, sim, caplog):
     _post(api_client, "/api/v2/broker/connect", _body(), [])
     _post(api_client, "/api/v2/broker/reconnect", {}, [])
     assert CLIENT_ID not in caplog.text
+
+
+def test_the_browsable_api_never_echoes_a_secret(auth_client, sim, leaks):
+    for url in ("/api/v2/broker/connect", "/api/v2/broker/test"):
+        for secret in (WRONG_SECRET, CLIENT_SECRET):
+            response = auth_client.post(
+                url, data=_body(secret, api_key=""), HTTP_ACCEPT="text/html"
+            )
+            leaks.append(response.content.decode())
+            assert response.status_code == 400
+            assert response["Content-Type"].startswith("text/html")
+        response = auth_client.post(url, data=_body(WRONG_SECRET), HTTP_ACCEPT="text/html")
+        leaks.append(response.content.decode())
+        assert response.status_code == 422

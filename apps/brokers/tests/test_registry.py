@@ -91,3 +91,16 @@ def test_every_logo_is_a_well_formed_svg(info):
 def test_choices_follow_the_registry():
     assert registry.BROKER_CHOICES[0] == ("deribit", "Deribit")
     assert len(registry.BROKER_CHOICES) == 15
+
+
+@pytest.mark.parametrize("info", registry.BROKERS[1:], ids=lambda i: i.id)
+def test_linked_order_notes_agree_with_what_ccxt_declares(info):
+    exchange_class = getattr(ccxt, info.ccxt_id, None)
+    if exchange_class is None:
+        return
+    has = exchange_class().has
+    note = registry.LINKED_ORDER_NOTES[info.id]
+    attached = bool(has.get("createOrderWithTakeProfitAndStopLoss"))
+    assert ("createOrderWithTakeProfitAndStopLoss" in note) == attached, info.id
+    if not (has.get("createStopLossOrder") or has.get("createTriggerOrder")):
+        assert "no trigger orders" in note or "No stop or trigger" in note or "not exposed" in note
