@@ -15,10 +15,10 @@ strategy that offers ``precompute`` (decisions proven equal to ``analyze`` by it
 straight to its next signal, and ``analyze`` is still called on that candle for the prices;
 while a bracket rests, the engine's ``replay_arrays`` skips candles that reach no order.
 
-Prices go on the tick before sizing and placing: the entry at the nearest tick, the stop and
-the target rounded toward the entry (less risk, a nearer target). A signal whose stop or
-target lands on the entry after rounding, or that sizing refuses, is recorded as refused and
-the strategy stays flat.
+Prices go on the tick before sizing and placing, by the runner's rule
+(``Signal.prices_on_tick``: entry and target to the nearest tick, the stop away from the entry).
+A signal whose target lands on the entry after rounding, or that sizing refuses, is recorded as
+refused and the strategy stays flat.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -177,24 +177,9 @@ class BacktestResult:
         }
 
 
-def price_on_tick(price: float, tick: Decimal, rounding: str | None = None) -> Decimal:
-    """``price`` as a multiple of ``tick``: nearest by default, or ROUND_FLOOR / ROUND_CEILING."""
-    exact = Decimal(repr(float(price))) / tick
-    steps = exact.to_integral_value(rounding=rounding) if rounding else exact.quantize(Decimal(1))
-    return steps * tick
-
-
 def bracket_prices(signal: Signal, tick: Decimal) -> tuple[Decimal, Decimal, Decimal]:
-    """(entry, stop, target) on the tick: stop and target rounded toward the entry."""
-    entry = price_on_tick(float(signal.entry), tick)
-    toward_up, toward_down = ROUND_CEILING, ROUND_FLOOR
-    if signal.side is Side.BUY:
-        stop = price_on_tick(float(signal.stop), tick, toward_up)
-        target = price_on_tick(float(signal.take_profit), tick, toward_down)
-    else:
-        stop = price_on_tick(float(signal.stop), tick, toward_down)
-        target = price_on_tick(float(signal.take_profit), tick, toward_up)
-    return entry, stop, target
+    """(entry, stop, target) on the tick, by the runner's rule (``Signal.prices_on_tick``)."""
+    return signal.prices_on_tick(tick)
 
 
 class _Run:

@@ -18,7 +18,7 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -129,6 +129,14 @@ class Checkpoint:
         return {"name": self.name, "value": value, "passed": bool(self.passed)}
 
 
+def price_on_tick(price: Price, tick: Decimal, rounding: str | None = None) -> Decimal:
+    """``price`` as a multiple of ``tick``: nearest (half-even) by default, or ``rounding``
+    (ROUND_FLOOR, ROUND_CEILING, ...)."""
+    exact = (Decimal(repr(float(price))) if isinstance(price, float) else Decimal(price)) / tick
+    steps = exact.to_integral_value(rounding=rounding) if rounding else exact.to_integral_value()
+    return steps * tick
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     """A decision to enter: side, prices (not yet on the tick), why, and what was looked at."""
@@ -149,6 +157,14 @@ class Signal:
             raise ValueError("a buy needs stop < entry < take-profit")
         if self.side is Side.SELL and not target < entry < stop:
             raise ValueError("a sell needs take-profit < entry < stop")
+
+    def prices_on_tick(self, tick: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+        """(entry, stop, take-profit) as multiples of ``tick``: the entry and the target to the
+        nearest tick, the stop away from the entry (the amount is sized on that stop, so the
+        risk stays within the setting). The one rounding rule of the runner and the backtest."""
+        entry = price_on_tick(self.entry, tick)
+        away = ROUND_FLOOR if self.side is Side.BUY else ROUND_CEILING
+        return entry, price_on_tick(self.stop, tick, away), price_on_tick(self.take_profit, tick)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -17,10 +17,9 @@ from apps.strategies.backtest import (
     BacktestConfig,
     BacktestError,
     bracket_prices,
-    price_on_tick,
     run_backtest,
 )
-from apps.strategies.base import Signal
+from apps.strategies.base import Signal, price_on_tick
 from apps.strategies.candle_csv import CandleFileError, load_csv
 from apps.strategies.registry import get_strategy
 from apps.strategies.tests.candle_series import (
@@ -151,13 +150,14 @@ def test_summary_has_the_json_keys_and_a_curve_per_candle():
     assert 0 < result.exposure <= 100
 
 
-def test_prices_go_on_the_tick_toward_the_entry():
+def test_prices_go_on_the_tick_with_the_stop_away_from_the_entry():
     tick = Decimal("0.5")
     assert price_on_tick(100.26, tick) == Decimal("100.5")
+    assert price_on_tick(Decimal("100.25"), tick) == Decimal("100.0")  # half-even
     buy = Signal(Side.BUY, 100.2, 98.3, 106.7, "x")
-    assert bracket_prices(buy, tick) == (Decimal("100.0"), Decimal("98.5"), Decimal("106.5"))
+    assert bracket_prices(buy, tick) == (Decimal("100.0"), Decimal("98.0"), Decimal("106.5"))
     sell = Signal(Side.SELL, 100.2, 102.3, 94.2, "x")
-    assert bracket_prices(sell, tick) == (Decimal("100.0"), Decimal("102.0"), Decimal("94.5"))
+    assert bracket_prices(sell, tick) == (Decimal("100.0"), Decimal("102.5"), Decimal("94.0"))
 
 
 def test_a_strategy_on_another_timeframe_is_refused():
