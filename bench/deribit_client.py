@@ -6,7 +6,8 @@ requests each:
   - ``public/test``                      one JSON-RPC round trip
   - ``private/buy`` (resting limit)      one order placement
   - ``private/cancel``                   one cancel
-  - ``place_bracket`` (OTOCO, one request + reading its two legs, as the broker returns it)
+  - ``otoco ack``                        the linked bracket request and its answer
+  - ``place_bracket``                    the same plus reading its two legs (what the broker returns)
 
 Usage: .venv/bin/python bench/deribit_client.py [-n 1000]
 """
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from apps.brokers.base import BracketRequest, OrderRequest, Side  # noqa: E402
-from apps.brokers.deribit import DeribitBroker  # noqa: E402
+from apps.brokers.deribit import DeribitBroker, codec  # noqa: E402
 
 INSTRUMENT = "BTC-PERPETUAL"
 PRICE = Decimal("50000")
@@ -57,6 +58,8 @@ async def serve(port: int) -> None:
 
 
 async def measure(url: str, n: int) -> dict[str, list[float]]:
+    """Each round does every measurement once, so load from other processes on the machine
+    spreads evenly over them."""
     broker = DeribitBroker("paper", "paper", url=url, heartbeat_interval=None)
     await broker.connect()
     client = broker.client
@@ -64,16 +67,18 @@ async def measure(url: str, n: int) -> dict[str, list[float]]:
         "public/test": [],
         "private/buy": [],
         "private/cancel": [],
+        "otoco ack": [],
         "place_bracket": [],
     }
     for _ in range(50):  # warm-up
         await client.call("public/test")
-    for _ in range(n):
-        start = time.perf_counter()
-        await client.call("public/test")
-        timings["public/test"].append(time.perf_counter() - start)
+    clock = time.perf_counter
     for i in range(n):
-        request = OrderRequest(
+        start = clock()
+        await client.call("public/test")
+        timings["public/test"].append(clock() - start)
+
+        order_request = OrderRequest(
             instrument=INSTRUMENT,
             side=Side.BUY,
             amount=Decimal("10"),
@@ -81,27 +86,33 @@ async def measure(url: str, n: int) -> dict[str, list[float]]:
             price=PRICE / 2,
             label=f"bench-{i}",
         )
-        start = time.perf_counter()
-        order = await broker.place_order(request)
-        placed = time.perf_counter()
+        start = clock()
+        order = await broker.place_order(order_request)
+        placed = clock()
         await broker.cancel(order.order_id)
         timings["private/buy"].append(placed - start)
-        timings["private/cancel"].append(time.perf_counter() - placed)
-    for i in range(n):
-        bracket = BracketRequest(
-            bracket_id=f"bench{i}",
-            instrument=INSTRUMENT,
-            side=Side.BUY,
-            amount=Decimal("10"),
-            stop_price=PRICE / 4,
-            take_profit_price=PRICE,
-            entry_type="limit",
-            entry_price=PRICE / 2,
-        )
-        start = time.perf_counter()
-        result = await broker.place_bracket(bracket)
-        timings["place_bracket"].append(time.perf_counter() - start)
-        await broker.cancel(result.entry.order_id)  # takes its legs with it
+        timings["private/cancel"].append(clock() - placed)
+
+        for name in ("otoco ack", "place_bracket"):
+            request = BracketRequest(
+                bracket_id=f"{name[0]}{i}",
+                instrument=INSTRUMENT,
+                side=Side.BUY,
+                amount=Decimal("10"),
+                stop_price=PRICE / 4,
+                take_profit_price=PRICE,
+                entry_type="limit",
+                entry_price=PRICE / 2,
+            )
+            start = clock()
+            if name == "otoco ack":  # the exchange's answer to the one linked request
+                method, params = codec.bracket_params(request)
+                result = await client.call(method, params)
+                entry_id = result["order"]["order_id"]
+            else:  # the broker's full placement: the request plus reading both legs
+                entry_id = (await broker.place_bracket(request)).entry.order_id
+            timings[name].append(clock() - start)
+            await broker.cancel(entry_id)  # takes its legs with it
     await broker.disconnect()
     return timings
 

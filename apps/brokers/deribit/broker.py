@@ -168,9 +168,9 @@ class DeribitBroker:
 
     def _on_changes(self, data: Any) -> None:
         """``user.changes.*``: orders, trades and positions of one matching event."""
+        if not self._event_queues or not isinstance(data, dict):
+            return  # nobody listens: do not spend the hot path converting
         now = _now_ms()
-        if not isinstance(data, dict):
-            return
         for raw in data.get("orders") or ():
             self._publish(BrokerEvent(EventKind.ORDER, codec.order_from_deribit(raw), now))
         for raw in data.get("trades") or ():
