@@ -13,6 +13,9 @@ What each fault does (the server applies them; tests read this as the contract):
   order of that kind is refused with the Deribit error; a linked secondary (the stop or target
   of an OTOCO) is refused when the primary's fill activates it: it becomes ``rejected`` and its
   OCO partner is cancelled, so the position is left unprotected.
+- ``fail_next_request(method, code)``: the next call of ``method`` (e.g. ``private/cancel``)
+  is answered with that Deribit error and does nothing (``10028`` too_many_requests, ``10040``
+  retry, ``10047`` matching_engine_queue_full...).
 - ``delay(ms, methods=None)``: answers (to the given methods, or all) leave ``ms`` later; the
   engine still acts at once, so a client that times out does not know whether an order exists.
 - ``silence_heartbeats()``: no heartbeat messages are sent and ``public/test`` is not answered.
@@ -67,6 +70,15 @@ def request_order_kinds(method: str, params: dict[str, Any]) -> set[str]:
 
 
 @dataclass
+class FailRule:
+    method: str
+    code: int
+    message: str
+    data: Any = None
+    remaining: int = 1
+
+
+@dataclass
 class DropRule:
     when: str
     kind: str | None = None  # order kind, for order requests
@@ -83,6 +95,7 @@ class Faults:
     delay_methods: frozenset[str] | None = None
     drop_after_answers: int | None = None
     drops: list[DropRule] = field(default_factory=list)
+    failures: list[FailRule] = field(default_factory=list)
     # set by the server: how drop_now reaches the sockets, where rejections are armed
     _drop_all: Any = None
     _engine_faults: Any = None  # () -> engine.faults (EngineFaults)
@@ -145,6 +158,19 @@ class Faults:
             kind, int(code), message or MESSAGES.get(int(code)), data, count=count
         )
 
+    def fail_next_request(
+        self,
+        method: str,
+        code: int = 10040,
+        message: str | None = None,
+        data: Any = None,
+        count: int = 1,
+    ) -> None:
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        text = message or MESSAGES.get(int(code), "error")
+        self.failures.append(FailRule(method, int(code), text, data, count))
+
     def reset(self) -> None:
         self.maintenance_on = False
         self.heartbeats_silent = False
@@ -153,6 +179,7 @@ class Faults:
         self.delay_methods = None
         self.drop_after_answers = None
         self.drops.clear()
+        self.failures.clear()
         if self._engine_faults is not None:
             self._engine_faults().clear()
 
@@ -165,6 +192,7 @@ class Faults:
             "delay_methods": sorted(self.delay_methods) if self.delay_methods else None,
             "drop_after_answers": self.drop_after_answers,
             "drops": [rule.__dict__ for rule in self.drops],
+            "failures": [rule.__dict__ for rule in self.failures],
             "rejects": [
                 {"kind": r.kind, "code": r.code, "message": r.message, "remaining": r.remaining}
                 for r in (self._engine_faults().armed if self._engine_faults else ())
@@ -194,6 +222,16 @@ class Faults:
                     self.drops.remove(rule)
                 return True
         return False
+
+    def take_failure(self, method: str) -> RpcError | None:
+        """The error armed for this method, if any (consumes it)."""
+        for rule in self.failures:
+            if rule.method == method:
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self.failures.remove(rule)
+                return RpcError(rule.code, rule.message, rule.data)
+        return None
 
     def count_answer(self) -> bool:
         """Count one answer sent; True when it was the last before the planned drop."""
@@ -272,6 +310,15 @@ def add_control_routes(app: web.Application, server: DeribitSimServer) -> None:
             count=int(body.get("count", 1)),
         )
 
+    def fail(body: dict[str, Any]) -> None:
+        faults.fail_next_request(
+            str(body["method"]),
+            code=int(body.get("code", 10040)),
+            message=body.get("message"),
+            data=body.get("data"),
+            count=int(body.get("count", 1)),
+        )
+
     def delay(body: dict[str, Any]) -> None:
         methods = body.get("methods")
         faults.delay(float(body.get("ms", 0)), list(methods) if methods else None)
@@ -301,6 +348,7 @@ def add_control_routes(app: web.Application, server: DeribitSimServer) -> None:
     app.router.add_post("/_sim/drop_on_order", guarded(drop_on_order))
     app.router.add_post("/_sim/drop_on_request", guarded(drop_on_request))
     app.router.add_post("/_sim/reject", guarded(reject))
+    app.router.add_post("/_sim/fail", guarded(fail))
     app.router.add_post("/_sim/delay", guarded(delay))
     app.router.add_post("/_sim/heartbeats", guarded(heartbeats))
     app.router.add_post("/_sim/maintenance", guarded(maintenance))

@@ -9,11 +9,7 @@ subscription notifications leave through a per-connection queue.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
-import hmac
 import inspect
 import logging
 from collections.abc import Callable
@@ -26,6 +22,7 @@ from apps.brokers.simulator import control
 from apps.brokers.simulator.control import Faults
 from apps.brokers.simulator.errors import ExchangeError
 from apps.brokers.simulator.wire import (
+    http,
     methods_market,  # noqa: F401  (registers methods)
     methods_session,  # noqa: F401  (registers methods)
     methods_trading,  # noqa: F401  (registers methods)
@@ -34,7 +31,6 @@ from apps.brokers.simulator.wire.auth import TokenStore
 from apps.brokers.simulator.wire.channels import Channel
 from apps.brokers.simulator.wire.channels import parse as parse_channel
 from apps.brokers.simulator.wire.codec import (
-    dumps,
     error_message,
     heartbeat,
     loads,
@@ -192,74 +188,8 @@ class DeribitSimServer:
             self._loop.call_soon_threadsafe(drop)
 
     # -- HTTP ----------------------------------------------------------------------------------
-    async def handle_http(self, request: web.Request) -> web.Response:
-        us_in = now_us()
-        method = f"{request.match_info['scope']}/{request.match_info['name']}"
-        session = Session(transport=request.transport)
-        from_query = request.method == "GET"
-        body_text = ""
-        if from_query:
-            message: Any = {"jsonrpc": "2.0", "method": method, "params": dict(request.query)}
-        else:
-            raw = await request.read()
-            if len(raw) > self.options.max_frame_bytes:
-                error = RpcError(INVALID_REQUEST, "request entity too large")
-                return self._http_response(
-                    error_message(None, error, us_in=us_in, testnet=self.options.testnet)
-                )
-            body_text = raw.decode("utf-8", errors="replace")
-            try:
-                message = loads(raw) if raw.strip() else {}
-            except RpcError as error:
-                return self._http_response(
-                    error_message(None, error, us_in=us_in, testnet=self.options.testnet)
-                )
-            if isinstance(message, dict):
-                if "method" not in message and "params" not in message:
-                    message = {"params": message}
-                message = {**message, "method": method}
-        http_token = self._http_authorisation(request, body_text)
-        answer = await self.answer(
-            session, message, us_in, from_query=from_query, http_token=http_token
-        )
-        if answer is NO_ANSWER or session.closed:
-            # a fault cut (or froze) the connection: nothing reaches the client
-            return web.Response(status=204)
-        return self._http_response(answer)
-
-    @staticmethod
-    def _http_response(answer: dict[str, Any]) -> web.Response:
-        status = 400 if "error" in answer else 200
-        return web.Response(text=dumps(answer), status=status, content_type="application/json")
-
-    def _http_authorisation(self, request: web.Request, body: str) -> str | bool | None:
-        """An access token (Bearer), True for valid key credentials (Basic or signature),
-        False for credentials that were given and are wrong, None when there are none."""
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer":
-            return value.strip()
-        if scheme == "basic":
-            try:
-                client_id, _, secret = base64.b64decode(value).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                return False
-            return hmac.compare_digest(client_id, self.options.client_id) and hmac.compare_digest(
-                secret, self.options.client_secret
-            )
-        if scheme == "deri-hmac-sha256":
-            fields = dict(part.strip().split("=", 1) for part in value.split(",") if "=" in part)
-            if fields.get("id") != self.options.client_id:
-                return False
-            uri = request.path_qs
-            payload = f"{fields.get('ts', '')}\n{fields.get('nonce', '')}\n{request.method}\n"
-            payload += f"{uri}\n{body}\n"
-            expected = hmac.new(
-                self.options.client_secret.encode(), payload.encode(), hashlib.sha256
-            ).hexdigest()
-            return hmac.compare_digest(expected, fields.get("sig", ""))
-        return None
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        return await http.handle_http(self, request)
 
     # -- one request, either transport -----------------------------------------------------------
     async def answer(
@@ -311,6 +241,9 @@ class DeribitSimServer:
                     raise unauthorized()
             if method == "public/test" and self.faults.heartbeats_silent:
                 return NO_ANSWER
+            failure = self.faults.take_failure(method)
+            if failure is not None:
+                raise failure
             if self.faults.take_drop(method, raw_params, "before"):
                 session.drop()
                 return NO_ANSWER

@@ -164,6 +164,20 @@ async def test_rejected_stop_leg_leaves_the_filled_entry_unprotected(deribit_sim
     assert position["size"] == 100
 
 
+async def test_fail_next_request_answers_the_error_and_does_nothing(deribit_sim, client):
+    placed = await client.result(
+        "private/buy", {"instrument_name": BTC, "amount": 10, "type": "limit", "price": 20000}
+    )
+    order_id = placed["order"]["order_id"]
+    deribit_sim.faults.fail_next_request("private/cancel", code=10028, count=2)
+    for _ in range(2):
+        refused = await client.request("private/cancel", {"order_id": order_id})
+        assert refused["error"] == {"code": 10028, "message": "too_many_requests"}
+    assert deribit_sim.engine.get_order(order_id).order_state == "open"
+    cancelled = await client.result("private/cancel", {"order_id": order_id})
+    assert cancelled["order_state"] == "cancelled"
+
+
 async def test_delay_answers_while_the_engine_acts_at_once(deribit_sim, client):
     deribit_sim.faults.delay(300, methods=["private/buy"])
     started = time.monotonic()
@@ -212,6 +226,18 @@ async def test_freeze_answers_nothing_until_thawed(deribit_sim, client):
     assert "result" in await client.request("public/test")
 
 
+async def test_freeze_holds_http_requests_open(deribit_sim):
+    deribit_sim.faults.freeze()
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                async with http.get(f"{deribit_sim.api_url}/public/test") as response:
+                    await response.read()
+        deribit_sim.faults.freeze(False)
+        async with http.get(f"{deribit_sim.api_url}/public/test") as response:
+            assert response.status == 200
+
+
 async def test_moving_the_price_triggers_the_stop(deribit_sim, client):
     answer = await client.result("private/buy", BRACKET)
     stop_id, take_id = answer["order"]["oto_order_ids"]
@@ -244,6 +270,7 @@ async def test_reset_clears_faults_and_optionally_the_account(deribit_sim, clien
         "delay_methods": None,
         "drop_after_answers": None,
         "drops": [],
+        "failures": [],
         "rejects": [],
     }
     assert "result" in await client.request("private/buy", MARKET_BUY)
@@ -279,10 +306,13 @@ async def test_http_control_interface(deribit_sim, client):
         assert table["delay_ms"] == 50 and table["delay_methods"] == ["public/test"]
         status, table = await post("drop_on_order", {"when": "after", "kind": "primary"})
         assert table["drops"][0]["when"] == "after"
+        status, table = await post("fail", {"method": "private/cancel", "code": 10047})
+        assert table["failures"][0]["message"] == "matching_engine_queue_full"
         status, table = await post("heartbeats", {"answer": False})
         assert table["heartbeats_silent"] is True
         status, table = await post("reset")
-        assert table["drops"] == [] and table["rejects"] == [] and not table["heartbeats_silent"]
+        assert table["drops"] == [] and table["rejects"] == [] and table["failures"] == []
+        assert not table["heartbeats_silent"]
 
         await client.result("private/buy", BRACKET)
         status, state = await post("price", {"instrument": BTC, "price": 23900})

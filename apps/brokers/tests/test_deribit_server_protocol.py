@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import random
 
@@ -302,6 +304,24 @@ async def test_http_auth_by_query_bearer_and_basic(deribit_sim):
             assert response.status == 400
         async with http.get(url, params={"scope": "account", "access_token": token}) as response:
             assert response.status == 200
+
+
+async def test_http_signature_header(deribit_sim):
+    path = "/api/v2/private/get_cancel_on_disconnect?scope=account"
+
+    def header(secret: str) -> str:
+        stamp, nonce = "1700000000000", "abc"
+        payload = f"{stamp}\n{nonce}\nGET\n{path}\n\n"
+        sig = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        return f"deri-hmac-sha256 id=paper,ts={stamp},sig={sig},nonce={nonce}"
+
+    async with aiohttp.ClientSession() as http:
+        url = f"{deribit_sim.http_url}{path}"
+        async with http.get(url, headers={"Authorization": header("paper")}) as response:
+            assert response.status == 200
+        async with http.get(url, headers={"Authorization": header("wrong")}) as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["code"] == 13009
 
 
 async def test_http_post_json_rpc_body(deribit_sim):
