@@ -39,6 +39,10 @@ ALERT_KIND_FLAGS = {
     "orphan_cancelled": "alert_orphans",
     "protection_tripped": "alert_protections",
     "daily_summary": "alert_daily_summary",
+    "lock_lost": "alert_run_errors",
+    "bracket_rolled_back": "alert_orphans",
+    "position_adopted": "alert_brackets",
+    "position_protected": "alert_brackets",
 }
 
 

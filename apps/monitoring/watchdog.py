@@ -4,9 +4,11 @@ The runner worker runs under ``Type=notify`` with ``WatchdogSec=`` and ``NotifyA
 
 - the worker's main process sends ``READY=1`` when Celery is ready (``worker_ready`` signal, see
   ``apps/monitoring/signals.py``) and keeps the watchdog fed while **no** loop runs;
-- the strategy loop, running in the worker's child process, wraps itself in ``loop_guard()`` and
-  calls ``watchdog_ping()`` on every pass. While a loop is registered, only the loop feeds the
-  watchdog: a hung loop stops the pings and systemd kills and restarts the worker.
+- the strategy loop, running in the worker's child process, calls ``watchdog_ping()`` on every
+  pass; its first ping registers the process as the loop's (a marker file with its pid), and the
+  end of the Celery task (``task_postrun``) unregisters it (``loop_guard()`` does both explicitly).
+  While a loop is registered only the loop feeds the watchdog: a hung loop stops the pings and
+  systemd kills and restarts the worker. A dead loop process's marker is ignored.
 
 Every function is a no-op when ``$NOTIFY_SOCKET`` is unset (development, tests, the supervisor).
 """
@@ -72,24 +74,45 @@ def _marker() -> Path:
     return Path(base.split(":")[0]) / "tradebaas-runner-loop.pid"
 
 
+_registered: tuple[int, Path] | None = None
+
+
 def watchdog_ping() -> bool:
-    """Feed the watchdog (call from inside the loop, at least every WatchdogSec/2)."""
+    """Feed the watchdog (call from inside the loop, at least every WatchdogSec/2).
+
+    The first ping in a process registers it as the loop's process (the main process's idle
+    keepalive then stays silent) until ``loop_finished()`` — called for every finished Celery
+    task (``task_postrun``), so a loop task that returns hands the watchdog back.
+    """
+    global _registered
+    if _address() is None:
+        return False
+    me = (os.getpid(), _marker())
+    if _registered != me:
+        with contextlib.suppress(OSError):
+            me[1].write_text(str(me[0]))
+        _registered = me
     return sd_notify("WATCHDOG=1")
+
+
+def loop_finished() -> None:
+    """This process no longer runs a loop: remove its marker (if it is ours)."""
+    global _registered
+    _registered = None
+    with contextlib.suppress(OSError):
+        marker = _marker()
+        if marker.read_text().strip() == str(os.getpid()):
+            marker.unlink()
 
 
 @contextlib.contextmanager
 def loop_guard() -> Iterator[None]:
     """Mark a strategy loop as running in this process: the main process stops its idle pings."""
-    marker = _marker()
-    with contextlib.suppress(OSError):
-        marker.write_text(str(os.getpid()))
     watchdog_ping()
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            if marker.read_text().strip() == str(os.getpid()):
-                marker.unlink()
+        loop_finished()
 
 
 def loop_running() -> bool:

@@ -61,3 +61,6 @@ def _on_child_exit(pid=None, **_kwargs) -> None:
 def _count_task(task=None, state=None, **_kwargs) -> None:
     name = getattr(task, "name", "unknown")
     metrics.CELERY_TASKS.labels(task=name, state=state or "unknown").inc()
+    from . import watchdog
+
+    watchdog.loop_finished()  # a finished loop task hands the systemd watchdog back

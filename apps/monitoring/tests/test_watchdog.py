@@ -87,3 +87,11 @@ def test_marker_of_a_dead_loop_process_is_ignored(systemd, tmp_path):
     (tmp_path / "tradebaas-runner-loop.pid").write_text(child.stdout.strip())
     assert not watchdog.loop_running()
     assert not (tmp_path / "tradebaas-runner-loop.pid").exists()
+
+
+def test_first_loop_ping_registers_and_task_end_unregisters(systemd):
+    assert not watchdog.loop_running()
+    assert watchdog.watchdog_ping()  # the loop's first ping
+    assert watchdog.loop_running()
+    watchdog.loop_finished()  # what task_postrun does
+    assert not watchdog.loop_running()
