@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import close_old_connections, transaction
+from django.db import connection, transaction
 from django.db.models.signals import post_save
 from django.template.loader import render_to_string
 
@@ -74,7 +74,7 @@ class _Pusher:
             except Exception:
                 log.warning("live state push failed", exc_info=True)
             finally:
-                close_old_connections()
+                connection.close()  # this thread's own connection; it may sleep for long
 
 
 _pusher = _Pusher()

@@ -84,9 +84,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def strategy_params(request: HttpRequest) -> HttpResponse:
     strategy_id = request.GET.get("strategy", "")
-    return render(
-        request, "web/partials/strategy_params.html", {"params": _param_fields(strategy_id, {}, {})}
-    )
+    selected = next((s for s in _strategies() if s["id"] == strategy_id), None)
+    context = {"params": _param_fields(strategy_id, {}, {}), "selected_strategy": selected}
+    return render(request, "web/partials/strategy_params.html", context)
 
 
 def _read_params(request: HttpRequest, strategy_id: str) -> dict[str, Any]:

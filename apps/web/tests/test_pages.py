@@ -26,6 +26,7 @@ def test_strategy_params_partial_follows_the_schema(auth_client):
     html = auth_client.get("/web/strategy/params", {"strategy": "ma_cross"}).content.decode()
     assert 'name="param_fast"' in html
     assert 'name="param_slow"' in html
+    assert "SMA" in html  # the chosen strategy's description comes with its parameters
 
 
 def test_start_with_a_bad_risk_value_keeps_the_input_and_names_the_field(auth_client):
