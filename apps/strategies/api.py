@@ -11,14 +11,14 @@ from apps.monitoring.api_errors import ApiError
 from apps.strategies import registry
 
 
-@extend_schema(responses=dict)
+@extend_schema(operation_id="strategies_list", responses=dict)
 @api_view(["GET"])
 def strategy_list(request: Request) -> Response:
     """Every strategy of the library: id, name, description, timeframe, warm-up, parameters."""
     return Response({"strategies": registry.list_strategies()})
 
 
-@extend_schema(responses=dict)
+@extend_schema(operation_id="strategies_detail", responses=dict)
 @api_view(["GET"])
 def strategy_detail(request: Request, strategy_id: str) -> Response:
     """One strategy's catalogue entry; 404 NOT_FOUND for an unknown id."""
