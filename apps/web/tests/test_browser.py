@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 
 from apps.brokers.simulator.testing import deribit_sim_thread
 
-from .browser import browser, live_stack, login  # noqa: F401 - browser is a fixture
+from .browser import live_stack, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # playwright's sync API runs a loop
