@@ -246,3 +246,25 @@ def test_snapshot_written_by_the_runner_is_used_for_equity(sim):
     summary = AccountSummary("USDC", Decimal("123.45"), Decimal("120.5"), Decimal("100"))
     services.broker_account_record_snapshot(account=account, summary=summary)
     assert services.active_broker_equity(currency="USDC") == Decimal("120.5")
+
+
+def test_specs_are_re_read_after_the_refresh_interval_and_kept_when_it_fails(
+    sim, settings, monkeypatch
+):
+    _connect()
+    first = services.instrument_specs_read()
+    monkeypatch.setattr(services, "SPECS_REFRESH_SECONDS", 0)
+    again = services.instrument_specs_read()
+    assert again.source == "broker" and again.read_at >= first.read_at
+    # the exchange goes away: the last specs read stay in use rather than none or made-up ones
+    settings.TRADEBAAS_DERIBIT_URL = f"ws://127.0.0.1:{free_port()}/ws/api/v2"
+    stale = services.instrument_specs_read()
+    assert stale.source == "cache" and stale.read_at == again.read_at
+    assert {s.name for s in stale.specs} == {s.name for s in again.specs}
+
+
+def test_specs_with_nothing_cached_and_the_exchange_down_is_a_clear_error(sim, settings):
+    _connect()
+    settings.TRADEBAAS_DERIBIT_URL = f"ws://127.0.0.1:{free_port()}/ws/api/v2"
+    with pytest.raises(services.BrokerUnreachable):
+        services.instrument_specs()
