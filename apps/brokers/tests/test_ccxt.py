@@ -206,3 +206,39 @@ def test_services_build_ccxt_brokers_and_report_unavailable_ones():
         services._instantiate(
             registry.get_broker_info("bitmex"), api_key="k", api_secret="s", testnet=False
         )
+
+
+async def test_events_are_polled_order_changes_and_end_on_disconnect():
+    import asyncio
+
+    from apps.brokers.base import EventKind
+
+    async with running_deribit_sim(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
+        broker = CcxtBroker(
+            CLIENT_ID, CLIENT_SECRET, broker_id="deribit", api_url=sim.http_url, poll_interval=0.1
+        )
+        _shim_market_loading(broker)
+        await broker.connect()
+        stream = broker.events()
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.3)  # the first poll sees no orders
+        order = await broker.place_order(
+            OrderRequest(
+                "BTC-PERPETUAL",
+                Side.SELL,
+                Decimal("10"),
+                "limit",
+                label="tb-e-tp",
+                price=Decimal("99000"),
+            )
+        )
+        event = await asyncio.wait_for(first, timeout=5)
+        assert event.kind is EventKind.ORDER and event.payload.order_id == order.order_id
+        await broker.cancel(order.order_id)
+        event = await asyncio.wait_for(stream.__anext__(), timeout=5)
+        assert event.payload.state is OrderState.CANCELLED
+        await broker.disconnect()
+        event = await asyncio.wait_for(stream.__anext__(), timeout=5)
+        assert event.kind is EventKind.DISCONNECTED
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(stream.__anext__(), timeout=5)
