@@ -12,6 +12,12 @@ event loop in a background thread and every ``RunningSim`` method is marshalled 
 
     with deribit_sim_thread() as sim: ...
 
+A simulator in another process (``manage.py deribit_sim``) is steered over HTTP with the same
+verbs::
+
+    control = SimControl("http://127.0.0.1:8765")
+    control.drop_on_next_order(when="after", kind="primary")
+
 Fixtures ``deribit_sim`` (async) and ``deribit_sim_threaded`` (sync) are defined here; register
 them with ``pytest_plugins = ["apps.brokers.simulator.testing"]`` in the root conftest.
 """
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,6 +129,77 @@ class RunningSim:
     @property
     def session_count(self) -> int:
         return len(self.server.sessions)
+
+
+class SimControl:
+    """The ``/_sim/`` interface of a simulator in another process, as blocking calls.
+
+    Each method mirrors ``control.Faults`` (and ``RunningSim`` for price, state and reset) and
+    returns the server's answer (the fault table, or the state for ``set_price``).
+    """
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body, default=str).encode()
+        request = urllib.request.Request(  # noqa: S310 - a loopback URL the test chose
+            f"{self.base_url}/_sim/{path}",
+            data=data,
+            method="GET" if body is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def state(self) -> dict[str, Any]:
+        return self._request("state")
+
+    def faults(self) -> dict[str, Any]:
+        return self._request("faults")
+
+    def drop_now(self) -> Any:
+        return self._request("drop", {})
+
+    def drop_after(self, answers: int) -> Any:
+        return self._request("drop", {"after_answers": answers})
+
+    def drop_on_next_order(self, when: str = "before", kind: str = "any", count: int = 1) -> Any:
+        return self._request("drop_on_order", {"when": when, "kind": kind, "count": count})
+
+    def drop_on_next_request(self, method: str, when: str = "before", count: int = 1) -> Any:
+        return self._request("drop_on_request", {"method": method, "when": when, "count": count})
+
+    def reject_next_order(
+        self, kind: str = "any", code: int = 10009, message: str | None = None, count: int = 1
+    ) -> Any:
+        body = {"kind": kind, "code": code, "message": message, "count": count}
+        return self._request("reject", body)
+
+    def fail_next_request(
+        self, method: str, code: int = 10040, message: str | None = None, count: int = 1
+    ) -> Any:
+        body = {"method": method, "code": code, "message": message, "count": count}
+        return self._request("fail", body)
+
+    def delay(self, ms: float, methods: list[str] | None = None) -> Any:
+        return self._request("delay", {"ms": ms, "methods": methods})
+
+    def silence_heartbeats(self, silent: bool = True) -> Any:
+        return self._request("heartbeats", {"answer": not silent})
+
+    def freeze(self, frozen: bool = True) -> Any:
+        return self._request("freeze", {"on": frozen})
+
+    def set_maintenance(self, on: bool = True) -> Any:
+        return self._request("maintenance", {"on": on})
+
+    def set_price(self, instrument: str, price: Any, *, gap: bool = False) -> Any:
+        return self._request("price", {"instrument": instrument, "price": price, "gap": gap})
+
+    def reset(self, *, engine: bool = False) -> Any:
+        return self._request("reset", {"engine": engine})
 
 
 def _options(overrides: dict[str, Any]) -> SimOptions:

@@ -12,7 +12,7 @@ import pytest
 import websockets
 from websockets.sync.client import connect as sync_connect
 
-from apps.brokers.simulator.testing import deribit_sim_thread, running_deribit_sim
+from apps.brokers.simulator.testing import SimControl, deribit_sim_thread, running_deribit_sim
 from apps.brokers.tests.deribit_raw import RawClient
 
 pytestmark = pytest.mark.chaos
@@ -389,6 +389,26 @@ def test_thread_helper_serves_sync_clients_and_takes_faults_from_this_thread():
             with pytest.raises(websockets.ConnectionClosed):
                 ws.recv(timeout=5)
         assert sim.session_count == 0 or sim.call(lambda: len(sim.server.sessions)) == 0
+
+
+def test_sim_control_steers_a_simulator_over_http():
+    with deribit_sim_thread() as sim:
+        control = SimControl(sim.http_url)
+        assert control.set_maintenance(True)["maintenance"] is True
+        assert sim.faults.maintenance
+        table = control.reject_next_order(kind="stop", code=11035)
+        assert table["rejects"][0]["kind"] == "stop"
+        assert control.fail_next_request("private/cancel", code=10047)["failures"]
+        assert control.drop_on_next_order(when="after", kind="primary")["drops"]
+        assert control.delay(20)["delay_ms"] == 20
+        assert control.silence_heartbeats()["heartbeats_silent"] is True
+        assert control.freeze()["frozen"] is True
+        table = control.reset()
+        assert not table["frozen"] and not table["maintenance"] and table["drops"] == []
+        state = control.set_price(BTC, 24321)
+        assert state["prices"][BTC] == 24321
+        assert control.state()["prices"][BTC] == 24321
+        assert control.faults()["delay_ms"] == 0
 
 
 async def test_helper_options_reach_the_server():

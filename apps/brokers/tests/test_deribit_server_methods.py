@@ -537,6 +537,18 @@ async def test_replay_pushes_candles_and_a_new_tick_closes_the_previous():
             await client.close()
 
 
+async def test_looping_replay_keeps_time_increasing():
+    start = 1_700_000_000_000 - 1_700_000_000_000 % 60_000
+    candles = [Candle(start + i * 60_000, 100.0, 101.0, 99.0, 100.0, 1.0) for i in range(3)]
+    async with running_deribit_sim(candles=candles, history_candles=1, speed=0, loop=True) as sim:
+        async with asyncio.timeout(5):
+            while sim.server.market.replayed < 12:
+                await asyncio.sleep(0.01)
+        data = sim.server.market.chart.chart_data(BTC, 0, 2**50, 1)
+        assert len(data["ticks"]) >= 12
+        assert all(b - a == 60_000 for a, b in itertools.pairwise(data["ticks"]))
+
+
 # -- cancel on disconnect ------------------------------------------------------------------------
 
 

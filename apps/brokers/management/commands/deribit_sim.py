@@ -50,6 +50,7 @@ class Command(BaseCommand):
             default=500,
             help="candles of the file already in the past when the replay starts",
         )
+        parser.add_argument("--loop", action="store_true", help="replay the data again at its end")
         parser.add_argument("--client-id", default="paper")
         parser.add_argument("--client-secret", default="paper")
         parser.add_argument(
@@ -76,6 +77,7 @@ class Command(BaseCommand):
             data_path=data,
             speed=options["speed"],
             history_candles=options["history"],
+            loop=options["loop"],
         )
         balances = parse_balances(options["balance"])
         if balances:

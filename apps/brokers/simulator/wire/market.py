@@ -64,6 +64,7 @@ class SimOptions:
     candles: list[Candle] | None = None  # the same, given directly (tests)
     speed: float | None = 60.0  # None: no replay; 0: as fast as possible
     history_candles: int = 500  # candles of the data already in the past at start
+    loop: bool = False  # start the data again when it ends (times keep increasing)
     slippage_ticks: int = 0
     engine_factory: Callable[[SimOptions], ExchangeEngine] | None = None
 
@@ -190,7 +191,8 @@ class MarketHub:
 
     # -- the replay ----------------------------------------------------------------------------
     async def start(self) -> None:
-        if self.candles and self.options.speed is not None and self.replayed < len(self.candles):
+        more = self.replayed < len(self.candles) or self.options.loop
+        if self.candles and self.options.speed is not None and more:
             self._replay_task = asyncio.create_task(self._replay())
 
     async def stop(self) -> None:
@@ -203,11 +205,19 @@ class MarketHub:
     async def _replay(self) -> None:
         speed = self.options.speed or 0.0
         candle_seconds = 60.0 / speed if speed > 0 else 0.0
+        span = self.candles[-1].open_time_ms - self.candles[0].open_time_ms + MINUTE_MS
+        index = self.replayed
         try:
-            for index in range(self.replayed, len(self.candles)):
+            while True:
+                if index >= len(self.candles):
+                    if not self.options.loop:
+                        return
+                    index = 0
+                    self._offset_ms += span
                 started = time.monotonic()
                 self.step_candle(self.candles[index])
-                self.replayed = index + 1
+                index += 1
+                self.replayed += 1
                 if candle_seconds:
                     await asyncio.sleep(max(0.0, candle_seconds - (time.monotonic() - started)))
                 else:
