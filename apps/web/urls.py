@@ -13,6 +13,7 @@ urlpatterns = [
     path("kill", views.kill_switch, name="kill"),
     path("position/close", views.position_close, name="position-close"),
     path("chart", views.chart_data, name="chart-data"),
+    path("broker/reconnect", views.broker_reconnect, name="broker-reconnect"),
     path("settings/broker", views.settings_broker, name="settings-broker"),
     path("settings/risk", views.settings_risk, name="settings-risk"),
     path("settings/notifications", views.settings_notifications, name="settings-notifications"),

@@ -259,3 +259,18 @@ def position_close(request: HttpRequest) -> HttpResponse:
             request, "web/partials/action_result.html", {"ok": False, "message": exc.message}
         )
     return render(request, "web/partials/action_result.html", {"ok": True, "message": report})
+
+
+@require_POST
+def broker_reconnect(request: HttpRequest) -> HttpResponse:
+    """Manual reconnect from the header; the run stays PAUSED until the trader resumes it."""
+    from apps.brokers.services import BrokerServiceError, broker_account_reconnect
+
+    error = ""
+    try:
+        broker_account_reconnect()
+    except BrokerServiceError as exc:
+        error = exc.message
+    return render(
+        request, "web/partials/header_status.html", {"state": page_state(), "header_error": error}
+    )
