@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from apps.brokers.base import (
@@ -49,6 +49,9 @@ from apps.brokers.deribit.errors import ALREADY_CLOSED_CODES
 logger = logging.getLogger("apps.brokers.deribit")
 
 DEFAULT_CURRENCIES = ("BTC", "ETH", "USDC")
+# Extra wait after valid_until before looking a lost placement up: clock skew between us and the
+# matching engine, and the engine's own queue.
+RESOLVE_GRACE_S = 0.25
 _LOST = object()  # marker in a candle queue: the connection is gone and will not come back
 _RESUMED = object()  # marker: the connection came back; candles may have closed meanwhile
 
@@ -143,6 +146,18 @@ class DeribitBroker:
     @property
     def last_error(self) -> str | None:
         return self.client.last_error
+
+    @property
+    def connected_since_ms(self) -> int | None:
+        return self.client.connected_since_ms
+
+    def add_listener(self, listener: Callable[[BrokerEvent], None]) -> None:
+        """Call ``listener(event)`` synchronously on DISCONNECTED and RECONNECTED (e.g. to save
+        the account's state); ``events()`` carries the same events plus orders and fills."""
+        self.client.add_listener(listener)
+
+    def remove_listener(self, listener: Callable[[BrokerEvent], None]) -> None:
+        self.client.remove_listener(listener)
 
     async def connect(self) -> None:
         await self.client.connect()
@@ -340,7 +355,7 @@ class DeribitBroker:
         """
         deadline = self._unknown_deadlines.pop(request.bracket_id, None)
         if deadline is not None:
-            await asyncio.sleep(max(0.0, deadline - time.monotonic()) + 0.05)
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()) + RESOLVE_GRACE_S)
         currency = await self._settlement_currency(request.instrument)
         entry_label, stop_label, tp_label = request.labels
         entries = [

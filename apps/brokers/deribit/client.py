@@ -142,6 +142,9 @@ class DeribitClient:
         self._expires_in = 0.0
         self._reader: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._last_heard = 0.0
+        self._dead_reason: str | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -260,6 +263,8 @@ class DeribitClient:
         self.connected_since_ms = _now_ms()
         self.last_error = None
         self._refresher = asyncio.create_task(self._refresh_loop(generation))
+        if self.heartbeat_interval:
+            self._watchdog = asyncio.create_task(self._watch_silence(ws, generation))
 
     async def _authenticate(self, grant: dict[str, Any]) -> None:
         params = dict(grant)
@@ -301,12 +306,32 @@ class DeribitClient:
                         await ws.close(reason="token refresh failed")
                     return
 
+    async def _watch_silence(self, ws: ClientConnection, generation: int) -> None:
+        """A half-open link answers nothing and sends nothing, yet the socket looks open.
+
+        With heartbeats on, Deribit speaks at least every interval; silence for 2.5 intervals
+        means the link is dead: close it, so that the loss is reported (DISCONNECTED) instead of
+        every request timing out on a connection that claims to be up.
+        """
+        assert self.heartbeat_interval
+        limit = self.heartbeat_interval * 2.5
+        while generation == self._generation:
+            silent = time.monotonic() - self._last_heard
+            if silent > limit:
+                self._dead_reason = f"no message from the server for {silent:.1f}s (heartbeat)"
+                logger.warning("deribit %s; closing the socket", self._dead_reason)
+                await ws.close(code=1011, reason="heartbeat timeout")
+                return
+            await asyncio.sleep(max(0.05, limit - silent))
+
     # --- reading ------------------------------------------------------------------------
 
     async def _read_loop(self, ws: ClientConnection, generation: int) -> None:
         reason = "connection closed"
+        self._last_heard = time.monotonic()
         try:
             async for raw in ws:
+                self._last_heard = time.monotonic()
                 try:
                     self._dispatch(decode_message(raw))
                 except Exception:
@@ -319,7 +344,9 @@ class DeribitClient:
             reason = f"reader failed: {exc}"
             logger.exception("deribit reader failed")
         finally:
-            if ws.close_code is not None:
+            if self._dead_reason is not None:
+                reason, self._dead_reason = self._dead_reason, None
+            elif ws.close_code is not None:
                 reason = f"connection closed (code {ws.close_code} {ws.close_reason})".strip()
             if generation == self._generation:
                 self._connection_lost(reason)
@@ -389,6 +416,9 @@ class DeribitClient:
         if self._refresher is not None and self._refresher is not asyncio.current_task():
             self._refresher.cancel()
         self._refresher = None
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        self._watchdog = None
         self._fail_pending(ConnectionLost, reason)
         self._state = ConnectionState.DISCONNECTED
         if was_connected:

@@ -150,3 +150,19 @@ async def test_maintenance_answers_are_retryable(deribit_sim):
     finally:
         deribit_sim.faults.set_maintenance(False)
         await broker.disconnect()
+
+
+async def test_a_half_open_link_is_detected_by_heartbeat_silence(deribit_sim):
+    broker = make_broker(deribit_sim, heartbeat_interval=0.2)
+    await broker.connect()
+    events = broker.events()
+    deribit_sim.faults.freeze()  # the socket stays open; nothing is answered or pushed
+    event = await next_event(events, timeout=5)
+    assert event.kind is EventKind.DISCONNECTED and "heartbeat" in event.payload
+    assert broker.state is ConnectionState.DISCONNECTED
+    deribit_sim.faults.freeze(False)
+    await asyncio.sleep(0.5)
+    assert broker.state is ConnectionState.DISCONNECTED  # still no reconnect until asked
+    await broker.connect()
+    assert broker.state is ConnectionState.CONNECTED
+    await broker.disconnect()
