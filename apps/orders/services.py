@@ -88,10 +88,12 @@ def _fills_of(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
     prefix = f"tb-{bracket.bracket_id}-"
     since = (bracket.opened_ms or 0) - 60_000
     ids = set(bracket.orders.exclude(exchange_id="").values_list("exchange_id", flat=True))
+    # Ours by label or id; plus unlabelled fills (a position closed by hand on the exchange):
+    # only one bracket holds the instrument at a time, so they belong to this one.
     return [
         f
         for f in gateway.call("fills", bracket.instrument, max(0, since))
-        if f.label.startswith(prefix) or f.order_id in ids
+        if f.label.startswith(prefix) or f.order_id in ids or not f.label.startswith("tb-")
     ]
 
 
@@ -115,10 +117,20 @@ def trade_record(
     spec = instrument_spec(gateway, bracket.instrument)
     fills = _fills_of(gateway, bracket)
     side = Side(bracket.side)
-    entries = [f for f in fills if f.direction is side]
-    exits = [f for f in fills if f.direction is side.opposite]
+    entries = [f for f in fills if f.direction is side and f.label.startswith("tb-")]
     entered = sum((f.amount for f in entries), Decimal("0"))
-    exited = sum((f.amount for f in exits), Decimal("0"))
+    exits: list[Fill] = []
+    exited = Decimal("0")
+    first_entry = min((f.timestamp_ms for f in entries), default=0)
+    for fill in fills:  # oldest first: the exits that flatten what was entered, no more
+        if (
+            fill.direction is side.opposite
+            and fill.timestamp_ms >= first_entry
+            and exited < entered
+        ):
+            exits.append(fill)
+            exited += fill.amount
+    fills = entries + exits
     if not entries or not exits or exited < entered:
         log.warning(
             "bracket %s: fills incomplete (entered %s, exited %s)",
