@@ -134,11 +134,12 @@ class NoActiveAccount(BrokerServiceError):
 
 
 def _scrub(text: str, *secrets: str) -> str:
-    """``text`` with every given secret masked, then the generic secret patterns masked."""
+    """``text`` with every given credential replaced by ``****`` (no hint of it, not even the
+    last characters), then the generic secret patterns masked."""
     from apps.monitoring.logging import mask_secrets
 
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, crypto.mask(secret))
+        text = text.replace(secret, "****")
     return mask_secrets(text)[:500]
 
 

@@ -143,6 +143,7 @@ def test_a_dropped_socket_marks_disconnected_once_with_a_scrubbed_reason(sim):
     account.refresh_from_db()
     assert account.state == "disconnected" and account.is_active
     assert CLIENT_SECRET not in account.last_error and CLIENT_ID not in account.last_error
+    assert CLIENT_SECRET[-4:] not in account.last_error  # not even a hint of the secret
     assert "socket closed" in account.last_error
     # stays down until asked: a manual reconnect tests the credentials and marks connected
     reconnected = services.broker_account_reconnect()
