@@ -4,6 +4,7 @@ stream of closed candles from ``chart.trades``."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from apps.brokers.base import Candle
@@ -34,7 +35,7 @@ async def test_history_and_closed_candles_match_the_replayed_data():
             assert [c.close for c in history] == [c.close for c in source[:5]]
             assert [c.high for c in history] == [c.high for c in source[:5]]
             ticks = [c.open_time_ms for c in history]
-            assert all(b - a == MINUTE for a, b in zip(ticks, ticks[1:], strict=False))
+            assert all(b - a == MINUTE for a, b in itertools.pairwise(ticks))
 
             stream = broker.closed_candles("BTC-PERPETUAL", 1)
             closed = []
@@ -45,7 +46,7 @@ async def test_history_and_closed_candles_match_the_replayed_data():
                         break
             await stream.aclose()
             opens = [c.open_time_ms for c in closed]
-            assert [b - a for a, b in zip(opens, opens[1:], strict=False)] == [MINUTE, MINUTE]
+            assert [b - a for a, b in itertools.pairwise(opens)] == [MINUTE, MINUTE]
             # Each closed candle is the whole candle, as the chart history has it.
             again = await broker.candles("BTC-PERPETUAL", 1, opens[0], opens[-1])
             assert [(c.open, c.high, c.low, c.close) for c in again] == [
