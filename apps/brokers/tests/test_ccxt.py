@@ -174,7 +174,10 @@ async def test_unreachable_exchange_is_connection_lost():
 
 
 async def test_place_bracket_is_left_to_the_bracket_service():
+    from apps.brokers.base import Broker
+
     broker = CcxtBroker("k", "s", broker_id="binance")
+    assert isinstance(broker, Broker)
     assert broker.supports_linked_orders is False
     request = BracketRequest("b1", "BTC/USDT:USDT", Side.BUY, Decimal(1), Decimal(1), Decimal(2))
     with pytest.raises(BrokerError) as excinfo:
