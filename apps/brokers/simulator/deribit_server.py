@@ -43,9 +43,11 @@ from apps.brokers.simulator.wire.errors import (
     METHOD_NOT_FOUND,
     MUST_BE_WEBSOCKET,
     SYSTEM_MAINTENANCE,
+    TOO_MANY_REQUESTS,
     RpcError,
     unauthorized,
 )
+from apps.brokers.simulator.wire.limits import RateLimits, TokenBucket
 from apps.brokers.simulator.wire.market import MarketHub, SimOptions
 from apps.brokers.simulator.wire.params import Params
 from apps.brokers.simulator.wire.registry import METHODS, NO_ANSWER, Call
@@ -70,6 +72,10 @@ class DeribitSimServer:
         )
         self.sessions: set[Session] = set()
         self.cancel_on_disconnect_account = False
+        self.limits: RateLimits | None = None
+        if self.options.rate_limits is not None:
+            (me_rate, me_burst), (rate, burst) = self.options.rate_limits
+            self.limits = RateLimits(TokenBucket(me_rate, me_burst), TokenBucket(rate, burst))
         self.market = MarketHub(self.options, publish=self.publish)
         self.faults._engine_faults = lambda: self.market.engine.faults
         self._channels: dict[str, Channel | None] = {}
@@ -147,6 +153,8 @@ class DeribitSimServer:
         answer = await self.answer(session, request, us_in)
         if answer is not NO_ANSWER and not session.closed:
             self._send_answer(session, answer)
+            if session.drop_after_answer:
+                session.drop_when_written()
 
     def _send_answer(self, session: Session, answer: dict[str, Any]) -> None:
         session.send(answer)
@@ -232,6 +240,11 @@ class DeribitSimServer:
                 return NO_ANSWER
             if spec.websocket_only and not session.is_websocket:
                 raise RpcError(MUST_BE_WEBSOCKET)
+            if self.limits is not None and not self.limits.allow(
+                matching_engine=spec.matching_engine
+            ):
+                session.drop_after_answer = True  # Deribit terminates the session
+                raise RpcError(TOO_MANY_REQUESTS)
             raw_params = dict(raw_params)
             access_token = raw_params.pop("access_token", None)
             if spec.is_private:

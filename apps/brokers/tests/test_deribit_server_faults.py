@@ -411,6 +411,21 @@ def test_sim_control_steers_a_simulator_over_http():
         assert control.faults()["delay_ms"] == 0
 
 
+async def test_rate_limit_answers_too_many_requests_and_ends_the_session():
+    async with running_deribit_sim(rate_limits=((1, 3), (1000, 1000))) as sim:
+        client = await RawClient.connect(sim.ws_url)
+        await client.auth()
+        for _ in range(3):
+            assert "result" in await client.request(
+                "private/cancel_all_by_instrument", {"instrument_name": BTC}
+            )
+        for _ in range(5):  # other requests have their own bucket
+            assert "result" in await client.request("public/test")
+        limited = await client.request("private/cancel_all")
+        assert limited["error"] == {"code": 10028, "message": "too_many_requests"}
+        assert await closed(client)
+
+
 async def test_helper_options_reach_the_server():
     async with running_deribit_sim(testnet=False, client_id="k", client_secret="s") as sim:
         assert sim.ws_url.startswith("ws://127.0.0.1:") and sim.ws_url.endswith("/ws/api/v2")

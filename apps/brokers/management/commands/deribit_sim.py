@@ -61,6 +61,11 @@ class Command(BaseCommand):
             help="starting balance, repeatable (default BTC=1 ETH=10 USDC=100000)",
         )
         parser.add_argument("--token-ttl", type=float, default=900.0, help="access token life (s)")
+        parser.add_argument(
+            "--rate-limits",
+            action="store_true",
+            help="enforce Deribit's default limits (5/s burst 20 for orders, 20/s burst 100 else)",
+        )
         parser.add_argument("--mainnet", action="store_true", help='answer "testnet": false')
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -78,6 +83,7 @@ class Command(BaseCommand):
             speed=options["speed"],
             history_candles=options["history"],
             loop=options["loop"],
+            rate_limits=((5, 20), (20, 100)) if options["rate_limits"] else None,
         )
         balances = parse_balances(options["balance"])
         if balances:

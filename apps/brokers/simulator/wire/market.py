@@ -66,6 +66,8 @@ class SimOptions:
     history_candles: int = 500  # candles of the data already in the past at start
     loop: bool = False  # start the data again when it ends (times keep increasing)
     slippage_ticks: int = 0
+    # Deribit's default account limits (see wire/limits.py); None: unlimited
+    rate_limits: tuple[tuple[float, float], tuple[float, float]] | None = None
     engine_factory: Callable[[SimOptions], ExchangeEngine] | None = None
 
 

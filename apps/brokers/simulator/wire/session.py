@@ -34,6 +34,7 @@ class Session:
     order_ids: set[str] = field(default_factory=set)  # created over this connection (for COD)
     closed: bool = False
     logged_out: bool = False
+    drop_after_answer: bool = False
     _outbox: asyncio.Queue[str | object | None] = field(default_factory=asyncio.Queue)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
