@@ -168,8 +168,15 @@ async def test_stop_fill_cancels_the_target_and_flattens(broker, sim):
         events,
         lambda evs: any(e.kind is EventKind.FILL and e.payload.direction is Side.SELL for e in evs),
     )
+    got += await collect(
+        events,
+        lambda evs: any(e.kind is EventKind.POSITION and e.payload.size == 0 for e in evs),
+    )
     kinds = {e.kind for e in got}
-    assert EventKind.ORDER in kinds and EventKind.FILL in kinds
+    assert {EventKind.ORDER, EventKind.FILL, EventKind.POSITION} <= kinds
+    orders = {e.payload.order_id: e.payload for e in got if e.kind is EventKind.ORDER}
+    assert orders[result.take_profit.order_id].state is OrderState.CANCELLED
+    await events.aclose()
 
 
 async def test_target_fill_cancels_the_stop(broker, sim):

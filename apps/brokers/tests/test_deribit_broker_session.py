@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from apps.brokers.base import (
     AuthenticationFailed,
+    BracketRequest,
     Broker,
     ConnectionLost,
     ConnectionState,
     EventKind,
     RetryableError,
+    Side,
 )
 from apps.brokers.deribit import DeribitBroker
 from apps.brokers.simulator.testing import RunningSim, running_deribit_sim
@@ -166,3 +169,18 @@ async def test_a_half_open_link_is_detected_by_heartbeat_silence(deribit_sim):
     await broker.connect()
     assert broker.state is ConnectionState.CONNECTED
     await broker.disconnect()
+
+
+async def test_placing_while_disconnected_is_connection_lost_not_unknown(deribit_sim):
+    broker = make_broker(deribit_sim)
+    request = BracketRequest(
+        bracket_id="nc1",
+        instrument="BTC-PERPETUAL",
+        side=Side.BUY,
+        amount=Decimal("10"),
+        stop_price=Decimal("40000"),
+        take_profit_price=Decimal("60000"),
+    )
+    with pytest.raises(ConnectionLost) as caught:  # nothing was sent: known not placed
+        await broker.place_bracket(request)
+    assert caught.value.code == "connection_lost" or "not connected" in str(caught.value)
