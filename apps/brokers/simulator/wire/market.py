@@ -71,6 +71,9 @@ class SimOptions:
     engine_factory: Callable[[SimOptions], ExchangeEngine] | None = None
 
 
+POINT_OFFSETS_MS = (0, 20_000, 40_000, MINUTE_MS - 1)  # where in its minute each point lies
+POINT_FRACTIONS = (0.0, 1 / 3, 2 / 3, 0.999)  # when in the candle's wall time it is walked
+
 Publish = Callable[[Callable[[Channel], list[Any]]], None]
 
 
@@ -86,6 +89,7 @@ class MarketHub:
             self.candles = load_candles(options.data_path)
         self._offset_ms = 0  # added to the data's times
         self._clock_anchor: tuple[float, int] | None = None  # (monotonic, sim ms)
+        self._clock_limit: int | None = None  # while replaying: the next point's time
         self._replay_task: asyncio.Task[None] | None = None
         self.replayed = 0  # candles replayed so far
         self.engine = self._new_engine()
@@ -124,7 +128,8 @@ class MarketHub:
             return int(time.time() * 1000)
         wall, sim = anchor
         speed = self.options.speed or 0
-        return sim + int((time.monotonic() - wall) * speed * 1000)
+        now = sim + int((time.monotonic() - wall) * speed * 1000)
+        return min(now, self._clock_limit) if self._clock_limit is not None else now
 
     def instrument_names(self) -> frozenset[str]:
         return frozenset(self.engine.specs)
@@ -205,10 +210,14 @@ class MarketHub:
             self._replay_task = None
 
     async def _replay(self) -> None:
+        """Walk the candles at ``speed``: each candle's four points spread over its duration
+        (open at its start, the extremes at 1/3 and 2/3, the close at its end)."""
         speed = self.options.speed or 0.0
         candle_seconds = 60.0 / speed if speed > 0 else 0.0
         span = self.candles[-1].open_time_ms - self.candles[0].open_time_ms + MINUTE_MS
         index = self.replayed
+        begin = time.monotonic()
+        paced = 0
         try:
             while True:
                 if index >= len(self.candles):
@@ -216,34 +225,45 @@ class MarketHub:
                         return
                     index = 0
                     self._offset_ms += span
-                started = time.monotonic()
-                self.step_candle(self.candles[index])
-                index += 1
-                self.replayed += 1
-                if candle_seconds:
-                    await asyncio.sleep(max(0.0, candle_seconds - (time.monotonic() - started)))
-                else:
+                candle_start = begin + paced * candle_seconds
+                for point in range(4):
+                    if candle_seconds:
+                        wait = candle_start + POINT_FRACTIONS[point] * candle_seconds
+                        await asyncio.sleep(max(0.0, wait - time.monotonic()))
+                    self.step_point(self.candles[index], point)
+                if not candle_seconds:
                     await asyncio.sleep(0)
+                index += 1
+                paced += 1
+                self.replayed += 1
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("simulator replay stopped")
 
     def step_candle(self, candle: Candle) -> None:
-        """Walk one data candle through every book: a gap to the open, then three legs."""
+        """Walk one data candle through every book at once (all four points)."""
+        for point in range(4):
+            self.step_point(candle, point)
+
+    def step_point(self, candle: Candle, point: int) -> None:
+        """Point ``point`` (0 open, 1 nearer extreme, 2 farther extreme, 3 close) of a data
+        candle on every book: the open is a gap from the previous close, the rest continuous."""
         open_ms = candle.open_time_ms + self._offset_ms
-        self._clock_anchor = (time.monotonic(), open_ms)
-        points = intra_candle_path(candle.open, candle.high, candle.low, candle.close)
-        stamps = (open_ms, open_ms + 20_000, open_ms + 40_000, open_ms + MINUTE_MS - 1)
+        btc_price = intra_candle_path(candle.open, candle.high, candle.low, candle.close)[point]
+        stamp = open_ms + POINT_OFFSETS_MS[point]
+        # the clock runs on from this point but never past the next one
+        self._clock_anchor = (time.monotonic(), stamp)
+        self._clock_limit = open_ms + (*POINT_OFFSETS_MS, MINUTE_MS)[point + 1] - 1
+        stamp = max(stamp, self.engine.now_ms)
         volume = Decimal(repr(candle.volume)) / 4
-        for leg, (btc_price, stamp) in enumerate(zip(points, stamps, strict=True)):
-            for name in self.engine.specs:
-                price = self.price_for(name, btc_price)
-                if leg == 0:
-                    self.engine.set_price(name, price, stamp)
-                else:
-                    self.engine.move_price(name, price, stamp)
-                self._price_point(name, stamp, volume)
+        for name in self.engine.specs:
+            price = self.price_for(name, btc_price)
+            if point == 0:
+                self.engine.set_price(name, price, stamp)
+            else:
+                self.engine.move_price(name, price, stamp)
+            self._price_point(name, stamp, volume)
 
     # -- notifications -------------------------------------------------------------------------
     def _publish_market(self, instrument: str) -> None:
