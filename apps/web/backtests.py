@@ -130,25 +130,10 @@ def job_view(job: BacktestJob) -> dict[str, Any]:
     }
 
 
-def _write_chart(result, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    ax.plot(result.equity_times_ms / 60000.0, result.equity_curve, linewidth=1)
-    ax.set_xlabel("minutes since epoch")
-    ax.set_ylabel(f"equity ({result.currency})")
-    ax.set_title(f"{result.strategy} on {result.instrument}")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 @shared_task(name="apps.web.backtests.backtest_job_run")
 def backtest_job_run(job_id: int) -> str:
     from apps.strategies.backtest import BacktestConfig, BacktestError, run_backtest
+    from apps.strategies.backtest_report import plot_equity
     from apps.strategies.candle_csv import load_csv
 
     job = BacktestJob.objects.get(pk=job_id)
@@ -174,7 +159,7 @@ def backtest_job_run(job_id: int) -> str:
         out_dir = OUTPUT_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
         chart = out_dir / f"backtest-{job_id}.png"
-        _write_chart(result, chart)
+        plot_equity(result, chart)
         BacktestJob.objects.filter(pk=job_id).update(
             status=BacktestJob.Status.DONE,
             progress=100,
