@@ -110,6 +110,7 @@ class DeribitClient:
         reconnect_max_delay: float = 30.0,
         max_reconnect_attempts: int | None = None,
         refresh_fraction: float = 0.8,
+        guard_cancel_on_disconnect: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         if heartbeat_interval is not None and heartbeat_interval <= 0:
@@ -125,6 +126,7 @@ class DeribitClient:
         self.reconnect_max_delay = reconnect_max_delay
         self.max_reconnect_attempts = max_reconnect_attempts
         self.refresh_fraction = refresh_fraction
+        self.guard_cancel_on_disconnect = guard_cancel_on_disconnect
         self._rng = rng or random.Random()
 
         self._state = ConnectionState.DISCONNECTED
@@ -247,6 +249,8 @@ class DeribitClient:
         self._reader = asyncio.create_task(self._read_loop(ws, generation))
         try:
             await self._authenticate({"grant_type": "client_credentials"})
+            if self.guard_cancel_on_disconnect:
+                await self._refuse_cancel_on_disconnect()
             if self.heartbeat_interval:
                 await self._request("public/set_heartbeat", {"interval": self.heartbeat_interval})
             if self._channels:
@@ -305,6 +309,24 @@ class DeribitClient:
                     if ws is not None and generation == self._generation:
                         await ws.close(reason="token refresh failed")
                     return
+
+    async def _refuse_cancel_on_disconnect(self) -> None:
+        """Make sure this connection does NOT cancel orders when it ends.
+
+        An account-scope setting turns cancel-on-disconnect on for every new connection; on this
+        one it would cancel the stop of an open position at the first network hiccup. If it is
+        on, switch it off for the connection; if that fails, the connect fails.
+        """
+        try:
+            state = await self._request("private/get_cancel_on_disconnect", {"scope": "connection"})
+        except (ConnectionLost, RetryableError):
+            raise
+        except BrokerError as exc:  # e.g. 13021 forbidden: the key may not read it
+            logger.warning("deribit: cannot read cancel-on-disconnect (%s)", exc)
+            return
+        if isinstance(state, dict) and state.get("enabled"):
+            logger.warning("deribit: cancel-on-disconnect was on for this connection; disabling")
+            await self._request("private/disable_cancel_on_disconnect", {"scope": "connection"})
 
     async def _watch_silence(self, ws: ClientConnection, generation: int) -> None:
         """A half-open link answers nothing and sends nothing, yet the socket looks open.

@@ -184,3 +184,19 @@ async def test_placing_while_disconnected_is_connection_lost_not_unknown(deribit
     with pytest.raises(ConnectionLost) as caught:  # nothing was sent: known not placed
         await broker.place_bracket(request)
     assert caught.value.code == "connection_lost" or "not connected" in str(caught.value)
+
+
+async def test_cancel_on_disconnect_set_for_the_account_is_off_on_our_connection(deribit_sim):
+    other = make_broker(deribit_sim)
+    await other.connect()
+    await other.client.call("private/enable_cancel_on_disconnect", {"scope": "account"})
+    await other.disconnect()
+    broker = make_broker(deribit_sim)
+    await broker.connect()
+    try:
+        (session,) = deribit_sim.server.sessions
+        assert session.cancel_on_disconnect is False
+        got = await broker.client.call("private/get_cancel_on_disconnect", {"scope": "connection"})
+        assert got["enabled"] is False
+    finally:
+        await broker.disconnect()

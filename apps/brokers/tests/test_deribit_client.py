@@ -376,7 +376,34 @@ async def test_never_enables_cancel_on_disconnect(server):
     await client.connect()
     await client.subscribe(["user.orders.any.any.raw"], print)
     await client.close()
-    assert not [m for m in server.methods() if "cancel_on_disconnect" in m]
+    assert "private/get_cancel_on_disconnect" in server.methods()  # checked, and it is off
+    assert not [m for m in server.methods() if "enable_cancel_on_disconnect" in m]
+
+
+async def test_cancel_on_disconnect_switched_on_by_the_account_is_switched_off(server):
+    server.responders["private/get_cancel_on_disconnect"] = lambda params, ws: {
+        "scope": params["scope"],
+        "enabled": True,
+    }
+    server.responders["private/disable_cancel_on_disconnect"] = lambda params, ws: "ok"
+    client = _client(server)
+    await client.connect()
+    await client.close()
+    assert ("private/disable_cancel_on_disconnect", {"scope": "connection"}) in server.received
+    assert not [m for m in server.methods() if m == "private/enable_cancel_on_disconnect"]
+
+
+async def test_connect_fails_if_cancel_on_disconnect_cannot_be_switched_off(server):
+    server.responders["private/get_cancel_on_disconnect"] = lambda params, ws: {"enabled": True}
+
+    def refuse(params, ws):
+        raise RpcError(13021, "forbidden")
+
+    server.responders["private/disable_cancel_on_disconnect"] = refuse
+    client = _client(server)
+    with pytest.raises(AuthenticationFailed):
+        await client.connect()
+    assert client.state is ConnectionState.DISCONNECTED
 
 
 async def test_secret_and_tokens_stay_out_of_repr_errors_and_logs(server, caplog):
