@@ -42,3 +42,18 @@ def decrypt(token: str) -> str:
 def rotate(token: str) -> str:
     """Re-encrypt with the first (newest) key."""
     return encrypt(decrypt(token))
+
+
+def notification_secrets_rotate() -> int:
+    """Re-encrypt the stored Telegram bot token with the newest key; returns 1 if there was one."""
+    from django.db import transaction
+
+    from .models import NotificationSettings
+
+    with transaction.atomic():
+        config = NotificationSettings.objects.select_for_update().filter(pk=1).first()
+        if config is None or not config.telegram_bot_token_encrypted:
+            return 0
+        config.telegram_bot_token_encrypted = rotate(config.telegram_bot_token_encrypted)
+        config.save(update_fields=["telegram_bot_token_encrypted"])
+    return 1

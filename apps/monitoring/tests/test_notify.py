@@ -120,3 +120,18 @@ def test_bot_tokens_are_masked_in_log_lines():
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "calling %s", (url,), None)
     assert "bot***" in JsonFormatter().format(record)
     assert TEST_BOT_TOKEN.split(":")[1] not in JsonFormatter().format(record)
+
+
+def test_key_rotation_re_encrypts_the_bot_token(telegram, settings):
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    configure_telegram(telegram)
+    old_cipher = NotificationSettings.load().telegram_bot_token_encrypted
+    new_key = Fernet.generate_key().decode()
+    settings.CREDENTIALS_KEYS = [new_key, *settings.CREDENTIALS_KEYS]
+    call_command("rotate_notification_key")
+    rotated = NotificationSettings.load()
+    assert rotated.telegram_bot_token_encrypted != old_cipher
+    settings.CREDENTIALS_KEYS = [new_key]  # the old key dropped: still readable
+    assert NotificationSettings.load().telegram_bot_token == TEST_BOT_TOKEN
