@@ -363,7 +363,18 @@ class DeribitSimServer:
         return self._channels[name]
 
     def after_subscribe(self, session: Session, channels: list[str]) -> None:
-        self.market.after_subscribe(session, channels)
+        """Push the current ticker / forming candle of new market channels, after the answer."""
+
+        def push() -> None:
+            if session.closed or self.faults.frozen:
+                return
+            for name in channels:
+                channel = self.channel(name)
+                if channel is not None and not channel.private and name in session.subscriptions:
+                    for data in self.market.current(channel):
+                        session.send(notification(name, data, session.subscriptions[name]))
+
+        asyncio.get_running_loop().call_soon(push)
 
     # -- control ---------------------------------------------------------------------------------
     def set_price(self, instrument: str, price: Any, *, gap: bool = False) -> None:

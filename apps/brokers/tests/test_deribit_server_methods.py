@@ -476,6 +476,11 @@ async def test_subscription_rules_private_raw_and_unsubscribe(deribit_sim):
         assert accepted == ["ticker.BTC-PERPETUAL.100ms", "chart.trades.BTC-PERPETUAL.1"]
         unauth = await client.request("private/subscribe", {"channels": ["user.portfolio.btc"]})
         assert unauth["error"]["code"] == 13009
+        # right after subscribing: the current state
+        now = await client.notification("ticker.BTC-PERPETUAL.100ms")
+        assert now["params"]["data"]["last_price"] == 25000
+        forming = await client.notification("chart.trades.BTC-PERPETUAL.1")
+        assert forming["params"]["data"]["close"] == 25000
         deribit_sim.set_price(BTC, 25100)
         ticker = await client.notification("ticker.BTC-PERPETUAL.100ms")
         assert ticker["params"]["data"]["last_price"] == 25100

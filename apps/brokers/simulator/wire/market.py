@@ -268,14 +268,7 @@ class MarketHub:
     # -- notifications -------------------------------------------------------------------------
     def _publish_market(self, instrument: str) -> None:
         def payloads(channel: Channel) -> list[Any]:
-            if channel.instrument != instrument:
-                return []
-            if channel.family == "ticker":
-                return [ticker_to_deribit(self.engine, instrument)]
-            if channel.family == "chart.trades":
-                bar = self.chart.forming(instrument, resolution_minutes(str(channel.interval)))
-                return [bar.to_deribit()] if bar is not None else []
-            return []
+            return self.current(channel) if channel.instrument == instrument else []
 
         self.publish(payloads)
 
@@ -304,9 +297,17 @@ class MarketHub:
 
         self.publish(payloads)
 
-    def after_subscribe(self, session: Any, channels: Iterable[str]) -> None:
-        """Deribit sends the current state of a ticker or chart channel right after subscribing."""
-        # Nothing is pushed eagerly: the next price point brings the current state.
+    def current(self, channel: Channel) -> list[Any]:
+        """What a market channel shows now (sent right after subscribing, as Deribit does)."""
+        instrument = channel.instrument
+        if instrument is None or instrument not in self.engine.specs:
+            return []
+        if channel.family == "ticker":
+            return [ticker_to_deribit(self.engine, instrument)]
+        if channel.family == "chart.trades":
+            bar = self.chart.forming(instrument, resolution_minutes(str(channel.interval)))
+            return [bar.to_deribit()] if bar is not None else []
+        return []
 
     # -- cancel on disconnect ------------------------------------------------------------------
     def cancel_on_disconnect(self, order_ids: Iterable[str]) -> int:
