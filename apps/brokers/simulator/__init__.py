@@ -2,11 +2,13 @@
 
 Public API (pure Python, no Django):
 
-- ``engine.ExchangeEngine``: the account and matching engine (see its module docstring).
+- ``engine.ExchangeEngine``: the account and matching engine (see its module docstring; its
+  code is split over ``engine``, ``reads``, ``matching``, ``book``, ``orders``, ``validation``).
 - ``records``: ``SimOrder``, ``SimTrade``, ``SimPosition``, ``SimAccount``, ``SimTicker``,
   ``Changes`` and ``PlaceResult`` snapshots, each with ``to_deribit()``.
 - ``errors.ExchangeError``: Deribit error code, message and data.
 - ``instruments``: ``DEFAULT_SPECS`` / ``default_specs()``, ``DEFAULT_BALANCES``.
+- ``contract``: inverse / linear P&L, fees and average prices in Decimal.
 - ``feed``: ``load_candles``, ``load_candle_arrays``, ``CandleFeed`` (sync and async replay).
 - ``faults``: ``EngineFaults`` (``engine.faults``) and ``move_price``.
 """

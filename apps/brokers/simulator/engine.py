@@ -44,6 +44,11 @@ whose high and low stay between them costs a few comparisons (``step_candle``), 
 
 Events: every atomic change (placement, edit, cancel, each fill or trigger caused by the price)
 is reported as one ``records.Changes`` per instrument to the callbacks given to ``subscribe``.
+
+Where the code is: this module has the public API (prices, replays, placing, editing,
+cancelling); ``reads.py`` the reads and margins; ``matching.py`` the matching core and linked
+orders; ``book.py`` an instrument's book; ``orders.py`` the working order; ``validation.py`` the
+parameter checks; ``records.py`` the snapshots callers get.
 """
 
 from __future__ import annotations
@@ -159,11 +164,15 @@ class ExchangeEngine(AccountReads):
     def _book(self, instrument: str) -> Book:
         book = self._books.get(instrument)
         if book is None:
-            raise ExchangeError(
-                INVALID_INSTRUMENT,
-                data={"reason": "unknown instrument", "param": "instrument_name"},
-            )
+            raise self._unknown(instrument)
         return book
+
+    @staticmethod
+    def _unknown(instrument: str) -> ExchangeError:
+        return ExchangeError(
+            INVALID_INSTRUMENT,
+            data={"reason": f"unknown instrument {instrument}", "param": "instrument_name"},
+        )
 
     def spec(self, instrument: str) -> InstrumentSpec:
         """The instrument's spec (10020 if unknown)."""
@@ -253,7 +262,10 @@ class ExchangeEngine(AccountReads):
         Times: open at ``open_time_ms``, the extremes at 1/3 and 2/3 of the candle, the close at
         its last millisecond; ``now_ms`` ends at ``open_time_ms + duration_ms - 1``.
         """
-        book = self._books[instrument]
+        try:
+            book = self._books[instrument]
+        except KeyError:
+            raise self._unknown(instrument) from None
         if book.dirty:
             book.recompute()
         if high < book.up and low > book.down and not book.split and book.last > 0:
