@@ -157,6 +157,8 @@ class DeribitSimServer:
                 session.drop_when_written()
 
     def _send_answer(self, session: Session, answer: dict[str, Any]) -> None:
+        if self.faults.frozen:
+            return
         session.send(answer)
         if self.faults.count_answer():
             session.drop_when_written()
@@ -213,6 +215,8 @@ class DeribitSimServer:
         testnet = self.options.testnet
         request_id = None
         method = ""
+        if self.faults.frozen:
+            return NO_ANSWER
         try:
             if isinstance(request, list):
                 raise RpcError(INVALID_REQUEST, data={"reason": "batch requests are not supported"})
@@ -236,8 +240,6 @@ class DeribitSimServer:
             spec = METHODS.get(method)
             if spec is None:
                 raise RpcError(METHOD_NOT_FOUND)
-            if self.faults.frozen:
-                return NO_ANSWER
             if spec.websocket_only and not session.is_websocket:
                 raise RpcError(MUST_BE_WEBSOCKET)
             if self.limits is not None and not self.limits.allow(

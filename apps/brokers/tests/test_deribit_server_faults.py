@@ -220,8 +220,10 @@ async def test_maintenance_refuses_private_methods_only(deribit_sim, client):
 async def test_freeze_answers_nothing_until_thawed(deribit_sim, client):
     deribit_sim.faults.freeze()
     await client.send({"jsonrpc": "2.0", "id": 77, "method": "public/test"})
+    await client.send({"jsonrpc": "2.0", "id": 78, "method": "public/unknown"})
+    await client.send("{garbage")
     with pytest.raises(TimeoutError):
-        await client.answer_to(77, timeout=0.3)
+        await client.next_message(timeout=0.3)
     deribit_sim.faults.freeze(False)
     assert "result" in await client.request("public/test")
 
