@@ -39,7 +39,7 @@ from apps.brokers.base import (
     OrderOutcomeUnknown,
     RetryableError,
 )
-from apps.brokers.deribit.backoff import backoff_delays
+from apps.brokers.deribit.backoff import TokenBucket, backoff_delays
 from apps.brokers.deribit.codec import decode_message, encode_request
 from apps.brokers.deribit.errors import error_from_rpc
 
@@ -111,6 +111,7 @@ class DeribitClient:
         max_reconnect_attempts: int | None = None,
         refresh_fraction: float = 0.8,
         guard_cancel_on_disconnect: bool = True,
+        rate_limits: tuple[tuple[float, float], tuple[float, float]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if heartbeat_interval is not None and heartbeat_interval <= 0:
@@ -127,6 +128,11 @@ class DeribitClient:
         self.max_reconnect_attempts = max_reconnect_attempts
         self.refresh_fraction = refresh_fraction
         self.guard_cancel_on_disconnect = guard_cancel_on_disconnect
+        # ((rate, burst) of matching-engine requests, (rate, burst) of the others); None: no pacing
+        self._buckets: tuple[TokenBucket, TokenBucket] | None = None
+        if rate_limits is not None:
+            (me_rate, me_burst), (rate, burst) = rate_limits
+            self._buckets = (TokenBucket(me_rate, me_burst), TokenBucket(rate, burst))
         self._rng = rng or random.Random()
 
         self._state = ConnectionState.DISCONNECTED
@@ -505,6 +511,9 @@ class DeribitClient:
     async def _request(
         self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
+        if self._buckets is not None:
+            bucket = self._buckets[0 if method in ORDER_CHANGING_METHODS else 1]
+            await bucket.acquire()
         ws = self._ws
         if ws is None:
             raise ConnectionLost(f"{method}: not connected")

@@ -338,3 +338,38 @@ async def _is_state(broker: DeribitBroker, order_id: str, state: OrderState) -> 
 
 async def _flat(broker: DeribitBroker) -> bool:
     return await broker.positions("BTC") == []
+
+
+def _far_limit(i: int) -> OrderRequest:
+    return OrderRequest(
+        instrument=BTC,
+        side=Side.BUY,
+        amount=Decimal("10"),
+        order_type="limit",
+        price=Decimal("25000"),
+        label=f"rl-{i}",
+    )
+
+
+async def test_client_pacing_stays_under_the_exchange_rate_limit():
+    limits = ((5.0, 3.0), (100.0, 100.0))
+    async with running_deribit_sim(rate_limits=limits) as sim:
+        sim.set_price(BTC, PRICE)
+        unpaced = DeribitBroker(sim.client_id, sim.client_secret, url=sim.ws_url)
+        await unpaced.connect()
+        with pytest.raises(RetryableError) as caught:
+            for i in range(6):
+                await unpaced.place_order(_far_limit(i))
+        assert caught.value.code == 10028
+        await wait_for(lambda: unpaced.state is ConnectionState.DISCONNECTED)
+        await asyncio.sleep(1.0)  # let the exchange's bucket refill
+
+        paced = DeribitBroker(sim.client_id, sim.client_secret, url=sim.ws_url, rate_limits=limits)
+        await paced.connect()
+        try:
+            for i in range(6):
+                order = await paced.place_order(_far_limit(10 + i))
+                assert order.state is OrderState.OPEN
+            assert paced.state is ConnectionState.CONNECTED
+        finally:
+            await paced.disconnect()

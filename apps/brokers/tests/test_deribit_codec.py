@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from decimal import Decimal
 
 import pytest
@@ -21,7 +22,7 @@ from apps.brokers.base import (
     Side,
 )
 from apps.brokers.deribit import codec
-from apps.brokers.deribit.backoff import backoff_delays
+from apps.brokers.deribit.backoff import TokenBucket, backoff_delays
 from apps.brokers.deribit.errors import ERRORS, error_from_rpc
 
 
@@ -320,3 +321,12 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
         assert ceiling / 2 <= delay <= ceiling
     other = backoff_delays(base=1.0, cap=8.0, rng=random.Random(2))
     assert [next(other) for _ in range(6)] != got  # jitter: two clients do not move in step
+
+
+async def test_token_bucket_lets_a_burst_through_then_paces():
+    bucket = TokenBucket(rate=20, burst=3)
+    start = time.monotonic()
+    waits = [await bucket.acquire() for _ in range(5)]
+    elapsed = time.monotonic() - start
+    assert waits[:3] == [0.0, 0.0, 0.0] and all(w > 0 for w in waits[3:])
+    assert 0.09 <= elapsed < 0.5  # two more tokens at 20/s
