@@ -37,7 +37,6 @@ from apps.brokers.base import (
     BracketResult,
     BrokerEvent,
     Candle,
-    ConnectionLost,
     ConnectionState,
     EventKind,
     Fill,
@@ -418,10 +417,6 @@ class PaperBroker:
 
     async def fills(self, instrument: str, since_ms: int = 0) -> list[Fill]:
         return [t.to_fill() for t in self.engine.trades(instrument, start_ms=since_ms)]
-
-    def ensure_connected(self) -> None:
-        if self._state is not ConnectionState.CONNECTED:
-            raise ConnectionLost("paper broker is not connected")
 
 
 def _bucket(candle: Candle, resolution_ms: int) -> int:
