@@ -346,3 +346,78 @@ def test_bulk_replay_equals_candle_by_candle_replay():
     assert [t.to_deribit() for t in one.trades()] == [t.to_deribit() for t in bulk.trades()]
     assert len(one.trades()) == 10
     assert one.account("BTC") == bulk.account("BTC")
+
+
+def test_price_driven_fills_are_reported_as_one_change_each(engine):
+    engine.buy(BTC, 100, type="market")
+    stop = engine.sell(
+        BTC,
+        100,
+        type="stop_market",
+        trigger_price=49_000,
+        trigger="last_price",
+        reduce_only=True,
+        linked_order_type="one_cancels_other",
+        otoco_config=[{"direction": "sell", "type": "limit", "price": 52_000, "reduce_only": True}],
+    ).order
+    seen = []
+    engine.subscribe(seen.append)
+    engine.step_candle(BTC, 50_000, 50_100, 48_500, 48_800, 60_000)
+    assert len(seen) == 1
+    change = seen[0]
+    first = change.orders[0]
+    assert (first.order_id, first.order_state) == (stop.order_id, "filled")
+    assert [o.cancel_reason for o in change.orders[1:]] == ["oco_other_closed"]
+    assert [t.price for t in change.trades] == [D("49000")]
+    assert change.positions[0].size == 0
+    assert change.timestamp == 60_000 + 40_000  # reached on the way to the low
+
+
+def test_replay_arrays_stops_right_after_a_change(engine):
+    candles = [Candle(i * 60_000, 50_000, 50_050, 49_950, 50_000) for i in range(100)]
+    candles[60] = Candle(60 * 60_000, 50_000, 50_050, 48_000, 48_500)
+    arrays = CandleArrays.from_candles(candles)
+    engine.buy(BTC, 100, type="limit", price=49_000)
+    args = (BTC, arrays.times, arrays.opens, arrays.highs, arrays.lows, arrays.closes)
+    assert engine.replay_arrays(*args, until_change=True) == 61
+    assert engine.trades()[0].timestamp == 60 * 60_000 + 40_000
+    assert engine.last_price(BTC) == 48_500
+    assert engine.replay_arrays(*args, 61, until_change=True) == 100
+    assert engine.now_ms == 99 * 60_000 + 59_999 and engine.last_price(BTC) == 50_000
+
+
+def test_open_orders_take_margin_from_the_available_funds(engine):
+    before = engine.account("BTC")
+    engine.buy(BTC, 10_000, type="limit", price=40_000)
+    after = engine.account("BTC")
+    assert after.balance == before.balance
+    assert after.initial_margin == (D(10_000) / D(50_000) / 50).quantize(D("1e-10"))
+    assert after.available_funds == after.equity - after.initial_margin
+    engine.sell(BTC, 10_000, type="limit", price=60_000)  # the other side: no more margin
+    assert engine.account("BTC").initial_margin == after.initial_margin
+    engine.buy(
+        BTC, 10, type="take_market", trigger_price=45_000, trigger="last_price", reduce_only=True
+    )
+    assert engine.account("BTC").initial_margin == after.initial_margin
+
+
+def test_snapshots_speak_deribit(engine):
+    placed = engine.buy(BTC, 100, type="market", label="w")
+    body = placed.to_deribit()
+    order = body["order"]
+    assert order["order_state"] == "filled" and order["amount"] == 100
+    assert order["average_price"] == 50_000 and order["price"] == "market_price"
+    assert order["contracts"] == 10 and order["label"] == "w"
+    trade = body["trades"][0]
+    assert trade["liquidity"] == "T" and trade["fee"] == 0.000001 and trade["fee_currency"] == "BTC"
+    position = engine.position(BTC).to_deribit()
+    assert position["direction"] == "buy" and position["size"] == 100
+    assert position["size_currency"] == 0.002 and position["kind"] == "future"
+    account = engine.account("BTC").to_deribit()
+    assert account["currency"] == "BTC" and account["balance"] == 0.999999
+    ticker = engine.ticker(BTC).to_deribit()
+    assert ticker["last_price"] == 50_000 and ticker["best_ask_price"] == 50_000.5
+    error = ExchangeError(10009)
+    assert error.to_deribit() == {"code": 10009, "message": "not_enough_funds"}
+    assert str(error) == "[10009] not_enough_funds"
+    assert placed.order.to_order().average_price == D("50000")
