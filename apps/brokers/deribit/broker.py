@@ -347,15 +347,24 @@ class DeribitBroker:
         if self.use_valid_until:
             params["valid_until"] = _now_ms() + int(self.order_timeout * 1000)
 
-    async def resolve_bracket(self, request: BracketRequest) -> BracketResult | None:
+    async def resolve_bracket(
+        self, request: BracketRequest, *, sent_at_ms: int | None = None
+    ) -> BracketResult | None:
         """What became of a bracket whose placement answer was lost, found by its labels.
 
         Returns the BracketResult if the entry exists (in any state), None if nothing with its
         labels exists. Raises ``BrokerError`` if legs exist without an entry (inconsistent).
+
+        It first waits until the request can no longer be executed (its ``valid_until``): this
+        broker remembers that for brackets it sent; after a restart pass ``sent_at_ms`` (when the
+        intent was recorded, wall clock) so a request still in flight cannot appear later.
         """
         deadline = self._unknown_deadlines.pop(request.bracket_id, None)
         if deadline is not None:
             await asyncio.sleep(max(0.0, deadline - time.monotonic()) + RESOLVE_GRACE_S)
+        elif sent_at_ms is not None:
+            expires_ms = sent_at_ms + self.order_timeout * 1000
+            await asyncio.sleep(max(0.0, (expires_ms - _now_ms()) / 1000) + RESOLVE_GRACE_S)
         currency = await self._settlement_currency(request.instrument)
         entry_label, stop_label, tp_label = request.labels
         entries = [

@@ -5,6 +5,7 @@ unknown outcomes resolved by label without a duplicate, error mapping."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -373,3 +374,24 @@ async def test_client_pacing_stays_under_the_exchange_rate_limit():
             assert paced.state is ConnectionState.CONNECTED
         finally:
             await paced.disconnect()
+
+
+async def test_after_a_restart_resolve_waits_out_the_request_then_finds_it(sim):
+    """A new process (a fresh broker) knows only when the intent was recorded."""
+    first = DeribitBroker(sim.client_id, sim.client_secret, url=sim.ws_url, order_timeout=0.4)
+    await first.connect()
+    sim.faults.delay(2000, methods=["private/buy"])
+    sent_at_ms = int(time.time() * 1000)
+    with pytest.raises(OrderOutcomeUnknown):
+        await first.place_bracket(bracket("k1"))
+    await first.disconnect()  # the process dies
+    sim.faults.reset()
+    second = DeribitBroker(sim.client_id, sim.client_secret, url=sim.ws_url, order_timeout=0.4)
+    await second.connect()
+    try:
+        found = await second.resolve_bracket(bracket("k1"), sent_at_ms=sent_at_ms)
+        assert time.time() * 1000 >= sent_at_ms + 400  # looked only after valid_until passed
+        assert found is not None and found.entry.label == "tb-k1-entry"
+        assert found.stop_loss.is_live and found.take_profit.is_live
+    finally:
+        await second.disconnect()
