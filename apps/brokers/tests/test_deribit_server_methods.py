@@ -451,6 +451,11 @@ async def test_user_channels_deliver_deribit_payload_shapes(client):
     changes = (await client.notification("user.changes.future.BTC.raw"))["params"]["data"]
     assert set(changes) == {"instrument_name", "orders", "trades", "positions"}
     assert changes["positions"][0]["size"] == 10
+    assert_deribit_shape("private/get_positions", changes["positions"])
+    assert_deribit_shape("private/get_open_orders", changes["orders"])
+    assert_deribit_shape(
+        "private/get_user_trades_by_instrument", {"trades": changes["trades"], "has_more": False}
+    )
     portfolio = (await client.notification("user.portfolio.btc"))["params"]["data"]
     assert portfolio["currency"] == "BTC" and portfolio["balance"] < 1
     await asyncio.sleep(0.05)

@@ -306,6 +306,41 @@ async def test_http_auth_by_query_bearer_and_basic(deribit_sim):
             assert response.status == 200
 
 
+async def test_http_get_carries_an_otoco_bracket_as_json_text(deribit_sim):
+    config = [
+        {
+            "direction": "sell",
+            "type": "stop_market",
+            "trigger_price": 24000,
+            "trigger": "mark_price",
+        },
+        {
+            "direction": "sell",
+            "type": "take_limit",
+            "price": 26000,
+            "trigger_price": 26000,
+            "trigger": "mark_price",
+        },
+    ]
+    params = {
+        "instrument_name": "BTC-PERPETUAL",
+        "amount": "10",
+        "type": "market",
+        "reduce_only": "false",
+        "linked_order_type": "one_triggers_one_cancels_other",
+        "otoco_config": json.dumps(config),
+    }
+    basic = {"Authorization": "Basic " + base64.b64encode(b"paper:paper").decode()}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{deribit_sim.api_url}/private/buy", params=params, headers=basic) as response,
+    ):
+        body = await response.json()
+    assert response.status == 200, body
+    assert len(body["result"]["order"]["oto_order_ids"]) == 2
+    assert body["result"]["order"]["reduce_only"] is False
+
+
 async def test_http_signature_header(deribit_sim):
     path = "/api/v2/private/get_cancel_on_disconnect?scope=account"
 

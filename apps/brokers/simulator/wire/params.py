@@ -7,6 +7,7 @@ as ``true``/``false``). Each getter accepts both.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -95,6 +96,12 @@ class Params:
         value = self._get(name, False)
         if value is _MISSING:
             return None
+        if isinstance(value, str) and self.from_query:
+            # a query string can carry nested parameters only as JSON text
+            try:
+                value = json.loads(value, parse_float=Decimal)
+            except ValueError:
+                raise invalid_params("must be an array of objects", name) from None
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             raise invalid_params("must be an array of objects", name)
         return value
