@@ -91,6 +91,11 @@ class _Secret:
     __str__ = __repr__
 
 
+def mask(value: str) -> str:
+    """``"…abcd"``: enough to tell two keys apart, not enough to use one."""
+    return f"…{value[-4:]}" if len(value) > 4 else "…"
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -160,9 +165,14 @@ class DeribitClient:
 
     def __repr__(self) -> str:
         return (
-            f"DeribitClient(url={self.url!r}, client_id={self.client_id!r}, "
+            f"DeribitClient(url={self.url!r}, client_id={self.masked_client_id!r}, "
             f"state={self._state.value})"
         )
+
+    @property
+    def masked_client_id(self) -> str:
+        """The API key as logs and reprs show it: its last 4 characters only."""
+        return mask(self.client_id)
 
     # --- state and events ---------------------------------------------------------------
 
@@ -290,7 +300,7 @@ class DeribitClient:
         self._refresh_token = _Secret(str(result.get("refresh_token", "")))
         self._expires_in = float(result.get("expires_in") or 0)
         self.scope = str(result.get("scope", ""))
-        logger.info("deribit authenticated as %s (scope %s)", self.client_id, self.scope)
+        logger.info("deribit authenticated as %s (scope %s)", self.masked_client_id, self.scope)
 
     async def _refresh_loop(self, generation: int) -> None:
         """Refresh the token at ``refresh_fraction`` of its lifetime; if that fails, log in again."""

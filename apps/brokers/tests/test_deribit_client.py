@@ -417,6 +417,8 @@ async def test_secret_and_tokens_stay_out_of_repr_errors_and_logs(server, caplog
         await bad.connect()
     text = caplog.text + str(caught.value) + repr(caught.value.data) + repr(vars(client))
     assert SECRET not in text and "access-1" not in text and "refresh-1" not in text
+    assert "client-id" not in caplog.text + repr(client)  # the key: last 4 characters only
+    assert "…t-id" in repr(client)
 
 
 async def test_unreachable_endpoint_is_connection_lost():
