@@ -591,3 +591,36 @@ async def test_cancel_on_disconnect_cancels_orders_of_that_connection_only(derib
         assert kept_state["order_state"] == "open"
     finally:
         await keeper.close()
+
+
+async def test_logout_does_not_cancel_on_disconnect(deribit_sim):
+    client = await RawClient.connect(deribit_sim.ws_url)
+    await client.auth()
+    await client.result("private/enable_cancel_on_disconnect")
+    placed = await client.result(
+        "private/buy", {"instrument_name": BTC, "amount": 10, "type": "limit", "price": 20000}
+    )
+    await client.send({"jsonrpc": "2.0", "id": 5, "method": "private/logout"})
+    async with asyncio.timeout(2):
+        while deribit_sim.session_count:
+            await asyncio.sleep(0.02)
+    order = deribit_sim.engine.get_order(placed["order"]["order_id"])
+    assert order.order_state == "open"
+
+
+async def test_account_scope_cancel_on_disconnect_applies_to_new_connections(deribit_sim):
+    setup = await RawClient.connect(deribit_sim.ws_url)
+    await setup.auth()
+    await setup.result("private/enable_cancel_on_disconnect", {"scope": "account"})
+    await setup.close()
+    client = await RawClient.connect(deribit_sim.ws_url)
+    await client.auth()
+    assert (await client.result("private/get_cancel_on_disconnect"))["enabled"] is True
+    placed = await client.result(
+        "private/buy", {"instrument_name": BTC, "amount": 10, "type": "limit", "price": 20000}
+    )
+    deribit_sim.drop_connections()
+    order_id = placed["order"]["order_id"]
+    async with asyncio.timeout(2):
+        while deribit_sim.engine.get_order(order_id).order_state != "cancelled":
+            await asyncio.sleep(0.02)

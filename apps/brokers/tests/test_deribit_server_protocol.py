@@ -384,3 +384,44 @@ async def test_http_post_json_rpc_body(deribit_sim):
         async with http.post(f"{deribit_sim.api_url}/public/test", data=b"[]") as response:
             assert response.status == 400
             assert (await response.json())["error"]["code"] == -32600
+
+
+async def test_fuzzed_method_params_get_deribit_errors_never_internal_ones(deribit_sim):
+    """Random parameters for every method: each answer is a result or a Deribit error; none is
+    10001 (an exception inside the simulator), and the server still trades afterwards."""
+    from apps.brokers.simulator.wire.registry import METHODS
+
+    rng = random.Random(99)
+    values = [None, True, False, -1, 0, 1, 10, 100, 0.5, 1e30, -1e-9, "", "x", "BTC", "ETH"]
+    values += ["any", "BTC-PERPETUAL", "ETH_USDC-PERPETUAL", "market", "limit", "stop_market"]
+    values += ["take_limit", "mark_price", "buy", "sell", "all", "1", "1D", [], {}, [{}]]
+    values += [[{"direction": "sell"}], "one_triggers_one_cancels_other", "incremental", 25000]
+    values += [[{"direction": "sell", "type": "stop_market", "trigger_price": 1, "trigger": "x"}]]
+    names = ["instrument_name", "amount", "contracts", "type", "price", "trigger_price"]
+    names += ["trigger", "label", "reduce_only", "post_only", "time_in_force", "otoco_config"]
+    names += ["linked_order_type", "trigger_fill_condition", "order_id", "currency", "kind"]
+    names += ["channels", "count", "start_timestamp", "end_timestamp", "resolution", "sorting"]
+    names += ["index_name", "grant_type", "scope", "start_seq", "valid_until", "depth"]
+    methods = sorted(set(METHODS) - {"private/logout", "public/set_heartbeat"})
+    client = await RawClient.connect(deribit_sim.ws_url)
+    try:
+        await client.auth()
+        internal = []
+        for _ in range(1500):
+            method = rng.choice(methods)
+            params = {rng.choice(names): rng.choice(values) for _ in range(rng.randrange(0, 7))}
+            if rng.random() < 0.5:
+                params["instrument_name"] = "BTC-PERPETUAL"
+            if rng.random() < 0.3 and deribit_sim.engine.all_orders():
+                params["order_id"] = rng.choice(deribit_sim.engine.all_orders()).order_id
+            answer = await client.request(method, params)
+            if answer.get("error", {}).get("code") == 10001:
+                internal.append((method, params, answer["error"]))
+            if rng.random() < 0.05:
+                deribit_sim.set_price("BTC-PERPETUAL", rng.choice([23000, 24000, 25000, 26000]))
+        assert internal == []
+        assert "result" in await client.request(
+            "private/buy", {"instrument_name": "BTC-PERPETUAL", "amount": 10, "type": "market"}
+        )
+    finally:
+        await client.close()
