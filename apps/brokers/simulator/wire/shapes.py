@@ -3,6 +3,7 @@ the full account summary. Everything else comes from ``records.*.to_deribit()``.
 
 from __future__ import annotations
 
+import zlib
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +27,7 @@ def instrument_to_deribit(spec: InstrumentSpec) -> dict[str, Any]:
     index = f"{spec.base_currency.lower()}_{'usd' if spec.is_inverse else 'usdc'}"
     return {
         "instrument_name": spec.name,
-        "instrument_id": INSTRUMENT_IDS.get(spec.name, abs(hash(spec.name)) % 1_000_000),
+        "instrument_id": INSTRUMENT_IDS.get(spec.name, zlib.crc32(spec.name.encode()) % 1_000_000),
         "kind": "future",
         "settlement_period": "perpetual",
         "instrument_type": kind,
