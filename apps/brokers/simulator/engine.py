@@ -138,6 +138,9 @@ class ExchangeEngine(AccountReads):
         self._live: dict[str, WorkingOrder] = {}
         self._labels: dict[str, list[WorkingOrder]] = {}
         self._trades = []
+        self._trades_by_order = {}
+        self._trades_by_instrument = {}
+        self._trades_in_time_order = True
         self._listeners: list[Listener] = []
         self._pending = {}
         self._order_seq = 0

@@ -51,6 +51,9 @@ class MatchingCore:
     _live: dict[str, WorkingOrder]
     _labels: dict[str, list[WorkingOrder]]
     _trades: list[SimTrade]
+    _trades_by_order: dict[str, list[SimTrade]]
+    _trades_by_instrument: dict[str, list[SimTrade]]
+    _trades_in_time_order: bool
     _listeners: list[Listener]
     _pending: dict[str, _Pending]
     _order_seq: int
@@ -294,7 +297,12 @@ class MatchingCore:
             index_price=Decimal(repr(book.index)),
             contracts=amount / spec.contract_size,
         )
-        self._trades.append(trade)
+        trades = self._trades
+        if trades and trades[-1].timestamp > trade.timestamp:
+            self._trades_in_time_order = False
+        trades.append(trade)
+        self._trades_by_order.setdefault(order.order_id, []).append(trade)
+        self._trades_by_instrument.setdefault(book.name, []).append(trade)
         self._touch(book, order, position=True)
         if self._listeners:
             self._pending[book.name].trades.append(trade)

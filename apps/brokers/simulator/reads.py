@@ -8,6 +8,7 @@ margin = half of it.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from decimal import Decimal
 
 from . import contract
@@ -123,13 +124,25 @@ class AccountReads(MatchingCore):
         start_ms: int | None = None,
         end_ms: int | None = None,
     ) -> list[SimTrade]:
-        """The account's fills, oldest first."""
+        """The account's fills, oldest first (indexed: cheap however many there are)."""
+        if order_id is not None:
+            source = self._trades_by_order.get(order_id, [])
+            if instrument is not None:
+                source = [t for t in source if t.instrument_name == instrument]
+        elif instrument is not None:
+            source = self._trades_by_instrument.get(instrument, [])
+        else:
+            source = self._trades
+        if start_ms is None and end_ms is None:
+            return list(source)
+        if self._trades_in_time_order:
+            low = 0 if start_ms is None else bisect_left(source, start_ms, key=_timestamp)
+            high = len(source) if end_ms is None else bisect_right(source, end_ms, key=_timestamp)
+            return source[low:high]
         return [
             t
-            for t in self._trades
-            if (instrument is None or t.instrument_name == instrument)
-            and (order_id is None or t.order_id == order_id)
-            and (start_ms is None or t.timestamp >= start_ms)
+            for t in source
+            if (start_ms is None or t.timestamp >= start_ms)
             and (end_ms is None or t.timestamp <= end_ms)
         ]
 
@@ -218,3 +231,7 @@ class AccountReads(MatchingCore):
 
     def fees_paid(self, currency: str) -> Decimal:
         return self._fees[currency]
+
+
+def _timestamp(trade: SimTrade) -> int:
+    return trade.timestamp

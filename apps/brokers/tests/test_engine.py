@@ -421,3 +421,19 @@ def test_snapshots_speak_deribit(engine):
     assert error.to_deribit() == {"code": 10009, "message": "not_enough_funds"}
     assert str(error) == "[10009] not_enough_funds"
     assert placed.order.to_order().average_price == D("50000")
+
+
+def test_trade_queries_by_order_instrument_and_time(engine):
+    for minute in range(1, 6):
+        engine.now_ms = minute * 60_000
+        engine.buy(BTC if minute % 2 else BTC_USDC, 10 if minute % 2 else "0.001", type="market")
+    assert [t.timestamp for t in engine.trades(BTC)] == [60_000, 180_000, 300_000]
+    window = engine.trades(start_ms=120_000, end_ms=240_000)
+    assert [t.timestamp for t in window] == [120_000, 180_000, 240_000]
+    assert [t.timestamp for t in engine.trades(BTC_USDC, start_ms=200_000)] == [240_000]
+    first = engine.trades()[0]
+    assert engine.trades(order_id=first.order_id) == [first]
+    assert engine.trades(BTC_USDC, order_id=first.order_id) == []
+    engine.now_ms = 30_000  # a clock set back: the slow path still answers right
+    engine.buy(BTC, 10, type="market")
+    assert [t.timestamp for t in engine.trades(BTC, end_ms=60_000)] == [60_000, 30_000]
