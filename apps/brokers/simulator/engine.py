@@ -23,6 +23,8 @@ Prices and fills
   remainder is cancelled; a triggered reduce-only order with nothing to reduce is ``rejected``.
   A non-trigger reduce-only order that cannot reduce the position when placed is refused
   (11030 ``other_reject``, reason ``reduce_only``).
+- ``good_til_day`` is kept as given but acts as ``good_til_cancelled``; there is no cap on the
+  number of trigger orders (Deribit's 11035) and no price band.
 
 Intra-candle path (``intra_candle_path``): open → nearer extreme → farther extreme → close. When the
 open is exactly as far from the high as from the low, a candle that closes below its open visits
