@@ -162,7 +162,11 @@ class DeribitBroker:
     async def connect(self) -> None:
         await self.client.connect()
         if not self._events_subscribed:
-            await self.client.subscribe(self.event_channels, self._on_changes)
+            try:
+                await self.client.subscribe(self.event_channels, self._on_changes)
+            except BaseException:
+                await self.client.close()  # without its events the broker is not usable
+                raise
             self._events_subscribed = True
 
     async def disconnect(self) -> None:
