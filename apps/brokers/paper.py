@@ -188,6 +188,8 @@ class PaperBroker:
         self._state = ConnectionState.DISCONNECTED
         for queue in (*self._event_queues, *self._candle_queues):
             queue.put_nowait(_END)
+        self._event_queues.clear()
+        self._candle_queues.clear()
 
     async def _run_feed(self) -> None:
         try:
