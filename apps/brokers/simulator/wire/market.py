@@ -1,10 +1,11 @@
 """The market behind the wire: the engine, the candle replay, and the notifications they cause.
 
 Time: without a data file the simulator's clock is the wall clock and prices move only when a
-test or ``/_sim/price`` moves them. With ``data_path`` the candles are rebased so that the first
-``history_candles`` of the file lie in the past (chart history) and the replay starts at the
-current minute; the clock then runs ``speed`` times faster than the wall clock (60: one minute
-candle a second; 0: as fast as possible).
+test or ``/_sim/price`` moves them. With ``data_path`` (or ``candles``) the candles are rebased
+so that the first ``history_candles`` of the file lie in the past (chart history) and the replay
+starts at the current minute; the clock then runs ``speed`` times faster than the wall clock
+(60: one minute candle a second; 0: as fast as possible, the clock moving candle by candle; None:
+no replay, the clock runs in real time).
 
 One BTC candle file drives all four perpetuals: the BTC books take its prices, the ETH books
 those prices times ``instruments.ETH_PER_BTC_PRICE``, each rounded to the instrument's tick.
@@ -127,7 +128,8 @@ class MarketHub:
         if anchor is None:
             return int(time.time() * 1000)
         wall, sim = anchor
-        speed = self.options.speed or 0
+        # no replay: the clock runs in real time from the end of the history
+        speed = 1.0 if self.options.speed is None else self.options.speed
         now = sim + int((time.monotonic() - wall) * speed * 1000)
         return min(now, self._clock_limit) if self._clock_limit is not None else now
 
