@@ -394,8 +394,11 @@ def resolve_unknown(gateway: BrokerGateway, bracket: Bracket) -> BracketResult |
     if gateway.can_resolve_bracket:
         try:
             result = gateway.resolve_bracket(request)
-        except BrokerError as exc:
+        except ConnectionLost as exc:
             raise BracketUnknown(str(exc), bracket_id=bracket.bracket_id) from exc
+        except BrokerError as exc:  # inconsistent / incomplete: read the labels ourselves
+            log.warning("bracket %s: broker could not resolve it: %s", bracket.bracket_id, exc)
+            result = None
         if result is not None:
             return result
     entry = sorted(entries, key=lambda o: (o.created_ms, o.order_id))[0]

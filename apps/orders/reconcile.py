@@ -19,10 +19,11 @@ from apps.monitoring.events import event_record
 from apps.orders.brackets import (
     BracketBroken,
     BracketUnknown,
-    _accept_linked,
     instrument_spec,
     new_bracket_id,
+    order_row_update,
     resolve_unknown,
+    rollback,
 )
 from apps.orders.gateway import BrokerGateway
 from apps.orders.models import Bracket, BracketState, Order, OrderRole
@@ -70,18 +71,25 @@ def reconcile(
         rows = {row.role: row for row in bracket.orders.all()}
         try:
             result = resolve_unknown(gateway, bracket)
-        except BracketBroken:
-            raise
+        except BracketUnknown as exc:
+            if not exc.orders:
+                raise  # the broker cannot be asked now
+            # the entry exists without its legs: follow the entry; step 2 protects its position
+            entry = gateway.call("order_state", exc.orders[0])
+            if OrderRole.ENTRY in rows:
+                order_row_update(rows[OrderRole.ENTRY], entry)
+            filled = entry.filled_amount > 0 or entry.is_live
+            bracket.state = BracketState.OPEN if filled else BracketState.FAILED
+            bracket.opened_ms = bracket.opened_ms or entry.created_ms or int(time.time() * 1000)
+            bracket.save(update_fields=["state", "opened_ms", "updated_at"])
+            report.resolved.append(f"{bracket.bracket_id}:entry_without_legs")
+            continue
         if result is None:
             report.resolved.append(f"{bracket.bracket_id}:not_placed")
             continue
-        try:
-            _accept_linked(gateway, bracket, rows, result)
-            report.resolved.append(f"{bracket.bracket_id}:open")
-        except BracketUnknown:
-            raise
-        except Exception as exc:  # rolled back / refused: the rows say so
-            report.resolved.append(f"{bracket.bracket_id}:{type(exc).__name__}")
+        report.resolved.append(
+            f"{bracket.bracket_id}:{_settle_resolved(gateway, bracket, rows, result)}"
+        )
     # 2. open brackets: closed while away -> trade; open without a stop -> protect
     for bracket in mine.filter(state=BracketState.OPEN).order_by("id"):
         check = bracket_check(gateway, bracket)
@@ -135,6 +143,34 @@ def reconcile(
             run_id=run_id,
         )
     return report
+
+
+def _settle_resolved(gateway, bracket: Bracket, rows: dict, result) -> str:
+    """A bracket found by label after a crash: whatever the entry did, the rows now say it.
+
+    An entry that filled (even if its position is gone since) makes the bracket OPEN, so step 2
+    records its trade or protects its position; one that never filled is cancelled with its legs.
+    """
+    for role, order in (
+        (OrderRole.ENTRY, result.entry),
+        (OrderRole.STOP_LOSS, result.stop_loss),
+        (OrderRole.TAKE_PROFIT, result.take_profit),
+    ):
+        if role in rows:
+            order_row_update(rows[role], order)
+    entry = result.entry
+    if entry.filled_amount > 0 or entry.is_live:
+        bracket.state = BracketState.OPEN
+        bracket.opened_ms = bracket.opened_ms or entry.created_ms or int(time.time() * 1000)
+        bracket.save(update_fields=["state", "opened_ms", "updated_at"])
+        return "open"
+    remaining = rollback(gateway, bracket, [o for o in (result.stop_loss, result.take_profit)])
+    bracket.state = BracketState.BROKEN if remaining else BracketState.FAILED
+    bracket.error = f"entry {entry.state} (resolved by label)" + (
+        f"; left behind: {', '.join(remaining)}" if remaining else ""
+    )
+    bracket.save(update_fields=["state", "error", "updated_at"])
+    return "not_filled"
 
 
 def _adopt(gateway, position, *, run_id, account_id, policy, pct) -> Bracket:

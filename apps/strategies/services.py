@@ -289,6 +289,7 @@ def run_resume(*, user: Any = None) -> StrategyRun:
     run = _active_or_conflict()
     if run.state == RunState.ERROR:
         raise RunConflict("RUN_IN_ERROR", "A run in ERROR resumes only by restart")
+    _require_connected(run)
     if not run_transition(
         run_id=run.id,
         to=RunState.IDLE,
@@ -301,6 +302,23 @@ def run_resume(*, user: Any = None) -> StrategyRun:
     transaction.on_commit(lambda: launch_loop(run.id))
     run.refresh_from_db()
     return run
+
+
+def _require_connected(run: StrategyRun) -> None:
+    """No order goes out on an account marked disconnected: reconnect it first."""
+    if run.broker_account_id is None:
+        return
+    from apps.brokers.models import BrokerAccount
+
+    state = (
+        BrokerAccount.objects.filter(pk=run.broker_account_id)
+        .values_list("state", flat=True)
+        .first()
+    )
+    if state is not None and state != "connected":
+        raise RunConflict(
+            "BROKER_DISCONNECTED", f"The broker account is {state}: reconnect it before resuming"
+        )
 
 
 def run_restart(*, user: Any = None) -> StrategyRun:

@@ -70,6 +70,7 @@ log = logging.getLogger("tradebaas.runner")
 GatewayFactory = Callable[[StrategyRun], BrokerGateway]
 SWEEP_REQUEST_KEY = "state:orphan-sweep-request"
 CHECKPOINTS_KEY = "state:run-checkpoints"
+LOOP_KEY = "state:runner-loop"
 ORPHAN_SWEEP_SECONDS = 60.0
 
 
@@ -141,6 +142,7 @@ def run_loop_forever(
         if not claimed:
             return "not-runnable"
         run = StrategyRun.objects.get(id=run_id)
+        _announce_loop(run_id, lock.fence)
         if threading.current_thread() is threading.main_thread():
             signals.signal(signals.SIGTERM, _on_sigterm)
         with log_context(run_id=run_id):
@@ -155,6 +157,22 @@ def run_loop_forever(
     finally:
         lock.release()
         _fresh_connection()
+
+
+def _announce_loop(run_id: int, fence: int) -> None:
+    """Who runs the loop now (pid, host): for the page, the operator and the kill tests."""
+    import json
+    import os
+    import socket
+
+    with contextlib.suppress(Exception):
+        redis_client().set(
+            rkey(LOOP_KEY),
+            json.dumps(
+                {"run_id": run_id, "fence": fence, "pid": os.getpid(), "host": socket.gethostname()}
+            ),
+            ex=3600,
+        )
 
 
 def _fresh_connection() -> None:

@@ -8,7 +8,6 @@ close. The loop runs in the test's thread (same database transaction).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -97,7 +96,9 @@ class SimDriver:
         limit: int = 500,
         before_step: Callable[[int], None] | None = None,
         settle: float = 0.4,
+        startup: float = 0.5,
     ) -> None:
+        self.startup = startup
         self.sim = sim
         self.stop = stop
         self.until = until
@@ -119,7 +120,7 @@ class SimDriver:
 
     def _drive(self) -> None:
         try:
-            time.sleep(0.5)
+            self.stop.wait(self.startup)
             while not self.stop.is_set() and self.steps < self.limit:
                 if self.until():
                     break
@@ -127,9 +128,9 @@ class SimDriver:
                     self.before_step(self.steps)
                 step(self.sim)
                 self.steps += 1
-                time.sleep(self.interval)
+                self.stop.wait(self.interval)
         except BaseException as exc:
             self.error = exc
         finally:
-            time.sleep(self.settle)
+            self.stop.wait(self.settle)  # returns at once when the loop has ended already
             self.stop.set()

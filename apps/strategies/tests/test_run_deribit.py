@@ -66,7 +66,7 @@ def test_deribit_round_trips_are_recorded_from_the_exchange_fills(sim):
     assert not unprotected(sim)
 
 
-def test_a_dropped_socket_pauses_the_run_and_sends_nothing_until_resumed(sim):
+def test_a_dropped_socket_pauses_the_run_and_sends_nothing_until_resumed(sim, settings):
     from apps.brokers.models import BrokerAccount
     from apps.strategies import services
 
@@ -100,6 +100,16 @@ def test_a_dropped_socket_pauses_the_run_and_sends_nothing_until_resumed(sim):
     step(sim, 3)
     assert len(entries(sim)) == sent
     assert not unprotected(sim)
+    # resume is refused until the trader reconnects the account
+    with pytest.raises(services.RunConflict) as refused:
+        services.run_resume()
+    assert refused.value.code == "BROKER_DISCONNECTED"
+    from apps.brokers.services import broker_account_reconnect
+
+    settings.TRADEBAAS_DERIBIT_URL = sim.ws_url
+    broker_account_reconnect(account=account)
+    account.refresh_from_db()
+    assert account.state == "connected"
     # resume: a new loop reconciles first and adopts what is open
     services.run_resume()
     gateway2 = deribit_gateway(sim)
