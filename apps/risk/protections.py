@@ -7,7 +7,7 @@ the cooldown, ``until`` says when it would lapse — shown to the trader, the pa
 
 - Cooldown after a stop-out: the last trade that closed at its stop closed less than
   ``cooldown_minutes`` ago.
-- Daily loss limit: the trades closed since 00:00 UTC lost (net of fees) at least
+- Daily loss limit: the trades closed since 00:00 UTC (by their own timestamps) lost (net of fees) at least
   ``daily_loss_limit_pct`` % of the equity the day started with (the current equity minus
   today's closed P&L, so deposits during the day do not count as profit).
 - Max drawdown: the equity is at least ``max_drawdown_pct`` % below the peak equity.
@@ -96,8 +96,10 @@ def daily_loss_trip(
     day_start = (
         _aware(now, "now").astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     )
+    # No upper bound: a trade closed "after now" is the exchange's (or the paper replay's) clock
+    # running ahead of ours, and it is a loss all the same.
     today = sum(
-        (t.pnl for t in trades if day_start <= _aware(t.closed_at, "closed_at") <= now), Decimal(0)
+        (t.pnl for t in trades if _aware(t.closed_at, "closed_at") >= day_start), Decimal(0)
     )
     if today >= 0:
         return None

@@ -75,6 +75,12 @@ def test_daily_loss_limit_nets_wins_and_ignores_yesterday():
     assert daily_loss_trip(limits, [*today, trade(10, "-0.01")], D("0.97"), NOW) is not None
 
 
+def test_daily_loss_counts_a_trade_stamped_ahead_of_our_clock():
+    # The exchange's (or the paper replay's) clock may run ahead: that loss is still today's.
+    limits = ProtectionLimits(daily_loss_limit_pct=D("4"))
+    assert daily_loss_trip(limits, [trade(-3, "-0.05")], D("0.95"), NOW) is not None
+
+
 def test_daily_loss_limit_just_below_does_not_trip():
     limits = ProtectionLimits(daily_loss_limit_pct=D("3"))
     assert daily_loss_trip(limits, [trade(5, "-0.0299")], D("0.9701"), NOW) is None

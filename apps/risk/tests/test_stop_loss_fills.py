@@ -23,6 +23,7 @@ from apps.brokers.paper import PaperBroker
 from apps.brokers.simulator.engine import ExchangeEngine
 from apps.brokers.simulator.instruments import CURRENCY_QUANTUM
 from apps.risk.sizing import size_position
+from apps.risk.tests.fills import fills_loss
 
 D = Decimal
 
@@ -37,20 +38,6 @@ SCENARIOS = [
     ("ETH_USDC-PERPETUAL", Side.BUY, "2500", "2437.65", "percent", "5", False),
     ("ETH_USDC-PERPETUAL", Side.SELL, "2500", "2562.35", "fixed", "50", False),
 ]
-
-
-def fills_loss(inverse: bool, fills) -> tuple[Fraction, Fraction]:
-    """(price loss, fees) of a closed round trip, from the fills alone (settlement currency)."""
-    # Inverse: a buy of A USD at P counts +A/P coin, a sell −A/P, so a closed long sums to
-    # A·(1/E − 1/X) and a short to A·(1/X − 1/E) (Deribit's formulas). Linear: a buy of q at P
-    # pays q·P USDC, a sell receives it: q·(X − E) for a long, q·(E − X) for a short.
-    pnl = Fraction(0)
-    for fill in fills:
-        amount, price = Fraction(fill.amount), Fraction(fill.price)
-        sign = 1 if fill.direction is Side.BUY else -1
-        pnl += sign * amount / price if inverse else -sign * amount * price
-    fees = sum((Fraction(f.fee) for f in fills), Fraction(0))
-    return -pnl, fees
 
 
 @pytest.mark.parametrize(
