@@ -437,3 +437,21 @@ def test_trade_queries_by_order_instrument_and_time(engine):
     engine.now_ms = 30_000  # a clock set back: the slow path still answers right
     engine.buy(BTC, 10, type="market")
     assert [t.timestamp for t in engine.trades(BTC, end_ms=60_000)] == [60_000, 30_000]
+
+
+def test_armed_rejections_count_down_by_kind(engine):
+    engine.faults.reject_next("primary", 10040, count=2)
+    engine.faults.reject_next("any", 11051, "system_maintenance")
+    codes = []
+    for _ in range(4):
+        try:
+            engine.buy(BTC, 10, type="market")
+            codes.append(None)
+        except ExchangeError as error:
+            codes.append(error.code)
+    assert codes == [10040, 10040, 11051, None]
+    with pytest.raises(ValueError):
+        engine.faults.reject_next("iceberg", 10040)
+    engine.faults.reject_next("take", 10009)
+    engine.faults.clear()
+    engine.sell(BTC, 10, type="take_market", trigger_price=51_000, trigger="last_price")

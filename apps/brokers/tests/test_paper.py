@@ -197,3 +197,22 @@ async def test_the_feed_task_replays_on_its_own_and_stops_on_disconnect():
     assert broker.state is ConnectionState.DISCONNECTED
     remaining = [event async for event in events]
     assert all(event.kind is EventKind.CANDLE for event in remaining)
+
+
+async def test_replay_times_start_at_the_current_minute():
+    import time
+
+    def minute() -> int:
+        return int(time.time() * 1000) // 60_000 * 60_000
+
+    before = minute()
+    broker = PaperBroker(manual=True, warmup=20)
+    after = minute()
+    await broker.connect()
+    history = await broker.candles(BTC, 1, 0, 2**62)
+    assert len(history) == 20
+    closed = await broker.step(1)
+    # the warm-up ends just before the current minute; the first live candle opens at it
+    assert closed[0].candle.open_time_ms in (before, after)
+    assert history[-1].open_time_ms == closed[0].candle.open_time_ms - 60_000
+    await broker.disconnect()
