@@ -395,3 +395,20 @@ async def test_after_a_restart_resolve_waits_out_the_request_then_finds_it(sim):
         assert found.stop_loss.is_live and found.take_profit.is_live
     finally:
         await second.disconnect()
+
+
+async def test_a_partly_filled_entry_is_protected_pro_rata(broker, sim):
+    """trigger_fill_condition=incremental: each fill of the entry arms its share of the legs."""
+    sim.call(lambda: sim.engine.fill_cap.__setitem__(BTC, Decimal("30")))
+    result = await broker.place_bracket(
+        bracket("p1", entry_type="limit", entry_price=Decimal("49500"))
+    )
+    sim.set_price(BTC, Decimal("49500"))  # 30 of the 100 fill
+    entry = await broker.order_state(result.entry.order_id)
+    assert entry.state is OrderState.OPEN and entry.filled_amount == Decimal("30")
+    stop = await broker.order_state(result.stop_loss.order_id)
+    take = await broker.order_state(result.take_profit.order_id)
+    assert stop.amount == take.amount == Decimal("30")
+    assert stop.state is OrderState.UNTRIGGERED and take.state is OrderState.UNTRIGGERED
+    (position,) = await broker.positions("BTC")
+    assert position.size == Decimal("30")
