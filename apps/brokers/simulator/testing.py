@@ -108,6 +108,12 @@ class RunningSim:
         fills at ``price``). Ticker and chart subscribers are notified."""
         self.call(lambda: self.server.set_price(instrument, price, gap=gap))
 
+    def step_candles(self, n: int = 1) -> int:
+        """Walk the next ``n`` candles of the data (``candles=`` / ``data_path=`` with
+        ``speed=None``) through every book now: subscribers see each point, stops and targets
+        fire, the clock moves to each candle's end. Returns how many were walked."""
+        return self.call(lambda: self.server.market.step(n))
+
     def drop_connections(self) -> None:
         """Cut every open WebSocket now (no close frame)."""
         self.call(self.server.drop_all)

@@ -559,6 +559,36 @@ async def test_looping_replay_keeps_time_increasing():
         assert all(b - a == 60_000 for a, b in itertools.pairwise(data["ticks"]))
 
 
+async def test_step_candles_walks_the_data_on_demand_and_loops():
+    start = 1_700_000_000_000 - 1_700_000_000_000 % 60_000
+    candles = [
+        Candle(start + i * 60_000, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i) for i in range(3)
+    ]
+    async with running_deribit_sim(candles=candles, history_candles=1, loop=True) as sim:
+        client = await RawClient.connect(sim.ws_url)
+        try:
+            await client.auth()
+            # a resting sell at 102.5 fills when the third candle (high 103) is walked
+            await client.result(
+                "private/sell",
+                {"instrument_name": BTC, "amount": 10, "type": "limit", "price": 102.5},
+            )
+            assert sim.step_candles(1) == 1
+            assert sim.engine.position(BTC).size == 0
+            assert sim.step_candles(1) == 1
+            assert sim.engine.position(BTC).size == -10
+            before = await client.result("public/get_time")
+            assert sim.step_candles(3) == 3  # past the end: the data starts again, later
+            assert await client.result("public/get_time") > before
+            data = sim.server.market.chart.chart_data(BTC, 0, 2**50, 1)
+            assert len(data["ticks"]) == 6
+            assert all(b - a == 60_000 for a, b in itertools.pairwise(data["ticks"]))
+        finally:
+            await client.close()
+    async with running_deribit_sim(candles=candles, history_candles=1) as sim:
+        assert sim.step_candles(5) == 2  # without loop the data ends
+
+
 # -- cancel on disconnect ------------------------------------------------------------------------
 
 

@@ -92,7 +92,8 @@ class MarketHub:
         self._clock_anchor: tuple[float, int] | None = None  # (monotonic, sim ms)
         self._clock_limit: int | None = None  # while replaying: the next point's time
         self._replay_task: asyncio.Task[None] | None = None
-        self.replayed = 0  # candles replayed so far
+        self.replayed = 0  # candles walked so far (history included), over all rounds
+        self._rounds = 0  # completed passes over looping data
         self.engine = self._new_engine()
         self._load_history()
 
@@ -211,31 +212,50 @@ class MarketHub:
                 await self._replay_task
             self._replay_task = None
 
+    def _next_candle(self) -> Candle | None:
+        """The next data candle to walk (the data starts again when ``loop`` is set)."""
+        if not self.candles:
+            return None
+        index = self.replayed - self._rounds * len(self.candles)
+        if index >= len(self.candles):
+            if not self.options.loop:
+                return None
+            self._rounds += 1
+            index = 0
+            span = self.candles[-1].open_time_ms - self.candles[0].open_time_ms + MINUTE_MS
+            self._offset_ms += span
+        return self.candles[index]
+
+    def step(self, n: int = 1) -> int:
+        """Walk the next ``n`` data candles at once (tests that decide when candles close);
+        returns how many were walked (fewer at the end of data that does not loop)."""
+        walked = 0
+        for _ in range(n):
+            candle = self._next_candle()
+            if candle is None:
+                break
+            self.step_candle(candle)
+            self.replayed += 1
+            walked += 1
+        return walked
+
     async def _replay(self) -> None:
         """Walk the candles at ``speed``: each candle's four points spread over its duration
         (open at its start, the extremes at 1/3 and 2/3, the close at its end)."""
         speed = self.options.speed or 0.0
         candle_seconds = 60.0 / speed if speed > 0 else 0.0
-        span = self.candles[-1].open_time_ms - self.candles[0].open_time_ms + MINUTE_MS
-        index = self.replayed
         begin = time.monotonic()
         paced = 0
         try:
-            while True:
-                if index >= len(self.candles):
-                    if not self.options.loop:
-                        return
-                    index = 0
-                    self._offset_ms += span
+            while (candle := self._next_candle()) is not None:
                 candle_start = begin + paced * candle_seconds
                 for point in range(4):
                     if candle_seconds:
                         wait = candle_start + POINT_FRACTIONS[point] * candle_seconds
                         await asyncio.sleep(max(0.0, wait - time.monotonic()))
-                    self.step_point(self.candles[index], point)
+                    self.step_point(candle, point)
                 if not candle_seconds:
                     await asyncio.sleep(0)
-                index += 1
                 paced += 1
                 self.replayed += 1
         except asyncio.CancelledError:
