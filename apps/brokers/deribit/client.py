@@ -540,6 +540,9 @@ class DeribitClient:
         try:
             async with asyncio.timeout(limit):
                 return await future
+        except asyncio.CancelledError:
+            self._pending.pop(request_id, None)
+            raise
         except TimeoutError:
             self._pending.pop(request_id, None)
             if method in ORDER_CHANGING_METHODS:
