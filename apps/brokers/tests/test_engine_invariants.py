@@ -296,3 +296,91 @@ def test_full_replay_with_random_brackets_keeps_the_balance_invariant():
     for currency in ("BTC", "USDC"):
         account = engine.account(currency)
         assert account.balance == account.equity - account.session_upl
+
+
+def walk_by_hand(engine: ExchangeEngine, name: str, candle: tuple[int, float, float, float, float]):
+    """The intra-candle path through the public price calls, never skipping a candle."""
+    from apps.brokers.simulator.engine import intra_candle_path
+
+    time_ms, open_, high, low, close = candle
+    _, first, second, _ = intra_candle_path(open_, high, low, close)
+    engine.set_price(name, open_, time_ms)
+    engine.move_price(name, first, time_ms + 20_000)
+    engine.move_price(name, second, time_ms + 40_000)
+    engine.move_price(name, close, time_ms + 59_999)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    moves=st.lists(
+        st.tuples(prices, st.floats(0, 0.01), st.floats(0, 0.01), prices), min_size=5, max_size=120
+    ),
+    orders=st.lists(
+        st.tuples(
+            sides,
+            st.sampled_from(("limit", "stop_market", "bracket")),
+            st.floats(-0.05, 0.05),
+            amounts,
+        ),
+        max_size=12,
+    ),
+)
+def test_skipping_quiet_candles_changes_nothing(moves, orders):
+    import numpy as np
+
+    candles = []
+    price = 25_000.0
+    for index, (o, up, down, c) in enumerate(moves):
+        open_ = price * (1 + o / 3)
+        close = price * (1 + c / 3)
+        candles.append(
+            (
+                index * 60_000 + 60_000,
+                open_,
+                max(open_, close) * (1 + up),
+                min(open_, close) * (1 - down),
+                close,
+            )
+        )
+        price = close
+
+    def prepared() -> ExchangeEngine:
+        engine = ExchangeEngine(prices={BTC: 25_000.0}, balances={"BTC": 100}, now_ms=0)
+        for side, kind, offset, units in orders:
+            level = on_tick(BTC, 25_000 * (1 + offset))
+            try:
+                if kind == "limit":
+                    engine.place_order(BTC, side, UNIT[BTC] * units, type="limit", price=level)
+                elif kind == "stop_market":
+                    engine.place_order(
+                        BTC,
+                        side,
+                        UNIT[BTC] * units,
+                        type="stop_market",
+                        trigger_price=level,
+                        trigger="last_price",
+                    )
+                else:
+                    apply(
+                        engine,
+                        ("bracket", BTC, side, units, "limit", offset, 0.01, 0.02, "first_hit"),
+                        [0],
+                    )
+            except ExchangeError:
+                pass
+        return engine
+
+    by_hand = prepared()
+    for candle in candles:
+        walk_by_hand(by_hand, BTC, candle)
+    stepped = prepared()
+    for candle in candles:
+        stepped.step_candle(BTC, *candle[1:], candle[0])
+    bulk = prepared()
+    columns = [np.array(column) for column in zip(*candles, strict=True)]
+    bulk.replay_arrays(BTC, *columns)
+    expected = [t.to_deribit() for t in by_hand.trades()]
+    assert [t.to_deribit() for t in stepped.trades()] == expected
+    assert [t.to_deribit() for t in bulk.trades()] == expected
+    assert stepped.account("BTC") == bulk.account("BTC") == by_hand.account("BTC")
+    assert stepped.all_orders() == bulk.all_orders()
