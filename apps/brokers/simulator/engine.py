@@ -23,8 +23,9 @@ Prices and fills
   remainder is cancelled; a triggered reduce-only order with nothing to reduce is ``rejected``.
   A non-trigger reduce-only order that cannot reduce the position when placed is refused
   (11030 ``other_reject``, reason ``reduce_only``).
-- ``good_til_day`` is kept as given but acts as ``good_til_cancelled``; there is no cap on the
-  number of trigger orders (Deribit's 11035) and no price band.
+- ``good_til_day`` is kept as given but acts as ``good_til_cancelled``; there is no price band.
+  Trigger orders per instrument are uncapped unless ``max_trigger_orders`` is given (then one
+  more is refused with 11035 ``no_more_triggers``, counting untriggered secondaries).
 
 Intra-candle path (``intra_candle_path``): open → nearer extreme → farther extreme → close. When the
 open is exactly as far from the high as from the low, a candle that closes below its open visits
@@ -68,6 +69,7 @@ from .errors import (
     INVALID_AMOUNT,
     INVALID_INSTRUMENT,
     INVALID_PRICE,
+    NO_MORE_TRIGGERS,
     NOT_OPEN_ORDER,
     ORDER_NOT_FOUND,
     PRICE_WRONG_TICK,
@@ -106,6 +108,7 @@ class ExchangeEngine(AccountReads):
     balance per settlement currency (default 1 BTC, 10 ETH, 100,000 USDC); ``prices``: starting
     price per instrument (orders on an instrument without a price are refused with 10012
     ``book_closed``); ``slippage_ticks``: how many ticks worse market-style fills are;
+    ``max_trigger_orders``: per instrument, the most live stop/take orders (None: no cap);
     ``fill_cap``: per instrument, the most a resting limit order fills per price event.
     """
 
@@ -116,6 +119,7 @@ class ExchangeEngine(AccountReads):
         *,
         prices: Mapping[str, float] | None = None,
         slippage_ticks: int = 0,
+        max_trigger_orders: int | None = None,
         fill_cap: Mapping[str, Number] | None = None,
         now_ms: int | None = None,
     ) -> None:
@@ -130,6 +134,7 @@ class ExchangeEngine(AccountReads):
         self._realized: dict[str, Decimal] = {c: ZERO for c in self._initial}
         self._fees: dict[str, Decimal] = {c: ZERO for c in self._initial}
         self.slippage_ticks = slippage_ticks
+        self.max_trigger_orders = max_trigger_orders
         self.fill_cap: dict[str, Decimal] = {
             name: to_decimal(cap, "fill_cap") for name, cap in (fill_cap or {}).items()
         }
@@ -480,6 +485,12 @@ class ExchangeEngine(AccountReads):
         if linked_order_type == OCO:
             for config_is_buy, config in configs:
                 check_live_order(book, config_is_buy, config)
+        if self.max_trigger_orders is not None:
+            new = [fields] + [config for _, config in configs]
+            adding = sum(1 for f in new if f["trigger_price"] is not None)
+            live = sum(1 for o in self._live.values() if o.book is book and o.is_trigger)
+            if adding and live + adding > self.max_trigger_orders:
+                raise ExchangeError(NO_MORE_TRIGGERS, f"no_more_triggers {self.max_trigger_orders}")
         rejection = self.faults.take_rejection(fault_kind_of(fields["type"], secondary=False))
         if rejection is not None:
             raise rejection

@@ -455,3 +455,40 @@ def test_armed_rejections_count_down_by_kind(engine):
     engine.faults.reject_next("take", 10009)
     engine.faults.clear()
     engine.sell(BTC, 10, type="take_market", trigger_price=51_000, trigger="last_price")
+
+
+def test_trigger_orders_can_be_capped_per_instrument():
+    engine = ExchangeEngine(prices={BTC: 50_000}, max_trigger_orders=2, now_ms=0)
+    engine.buy(BTC, 10, type="stop_market", trigger_price=51_000, trigger="last_price")
+    with pytest.raises(ExchangeError) as info:  # a bracket would bring two more
+        engine.buy(
+            BTC,
+            10,
+            type="market",
+            linked_order_type="one_triggers_one_cancels_other",
+            otoco_config=[
+                {
+                    "direction": "sell",
+                    "type": "stop_market",
+                    "trigger_price": 49_000,
+                    "trigger": "last_price",
+                },
+                {
+                    "direction": "sell",
+                    "type": "take_market",
+                    "trigger_price": 52_000,
+                    "trigger": "last_price",
+                },
+            ],
+        )
+    assert (info.value.code, info.value.message) == (11035, "no_more_triggers 2")
+    engine.buy(BTC, 10, type="stop_market", trigger_price=51_500, trigger="last_price")
+    assert (
+        code_of(
+            lambda: engine.buy(
+                BTC, 10, type="stop_market", trigger_price=52_000, trigger="last_price"
+            )
+        )
+        == 11035
+    )
+    engine.buy(BTC, 10, type="limit", price=49_000)  # plain limits are not capped
