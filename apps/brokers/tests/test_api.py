@@ -208,10 +208,6 @@ def test_instruments_simulator_then_the_brokers(api_client, sim, leaks):
     assert _get(api_client, "/api/v2/instruments", leaks).json()["source"] == "cache"
 
 
-@pytest.mark.xfail(
-    reason="apps/brokers/deribit/client.py logs 'deribit authenticated as <client_id>' in full",
-    strict=False,
-)
 def test_the_api_key_is_never_logged_in_full(api_client, sim, caplog):
     caplog.set_level(logging.DEBUG)
     _post(api_client, "/api/v2/broker/connect", _body(), [])
