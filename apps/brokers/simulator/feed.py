@@ -159,8 +159,61 @@ class CandleArrays:
 
 
 def load_candle_arrays(path: str | Path) -> CandleArrays:
-    """``load_candles`` as numpy arrays (same validation)."""
-    return CandleArrays.from_candles(load_candles(path))
+    """``load_candles`` as numpy arrays, parsed by numpy when the file is clean.
+
+    A file numpy cannot read in one go, or whose data breaks a rule, is read again by
+    ``load_candles``, which raises the ``ValueError`` naming the bad line.
+    """
+    path = Path(path)
+    try:
+        arrays = _numpy_arrays(path)
+    except (ValueError, IndexError):
+        arrays = None
+    if arrays is None:
+        return CandleArrays.from_candles(load_candles(path))
+    return arrays
+
+
+def _numpy_arrays(path: Path) -> CandleArrays | None:
+    import numpy as np
+
+    with path.open(encoding="utf-8") as handle:
+        header = [name.strip() for name in handle.readline().split(",")]
+    if any(name not in header for name in REQUIRED_COLUMNS):
+        return None
+    columns = [header.index(name) for name in ("open", "high", "low", "close")]
+    has_volume = "volume" in header
+    if has_volume:
+        columns.append(header.index("volume"))
+    values = np.loadtxt(path, delimiter=",", skiprows=1, usecols=columns, dtype=float, ndmin=2)
+    raw_times = np.loadtxt(
+        path, delimiter=",", skiprows=1, usecols=header.index("open_time"), dtype=str, ndmin=1
+    )
+    if not len(raw_times) or len(raw_times) != len(values):
+        return None
+    first = raw_times[0].strip()
+    if first.replace(".", "", 1).isdigit():
+        numbers = raw_times.astype(float)
+        times = np.where(np.abs(numbers) < 1e11, numbers * 1000, numbers).round().astype(np.int64)
+    else:
+        if not all(text.endswith(("+00:00", "Z")) for text in raw_times):
+            return None  # other offsets: the slow path converts them
+        stamps = np.array([text[:19] for text in raw_times], dtype="datetime64[ms]")
+        times = stamps.astype(np.int64)
+    opens, highs, lows, closes = (values[:, i] for i in range(4))
+    volumes = values[:, 4] if has_volume else np.zeros(len(values))
+    clean = (
+        np.isfinite(values).all()
+        and (values[:, :4] > 0).all()
+        and (highs >= np.maximum(np.maximum(opens, closes), lows)).all()
+        and (lows <= np.minimum(opens, closes)).all()
+        and (np.diff(times) > 0).all()
+    )
+    if not clean:
+        return None
+    return CandleArrays(
+        times, opens.copy(), highs.copy(), lows.copy(), closes.copy(), volumes.copy()
+    )
 
 
 def candle_duration_ms(candles: Sequence[Candle], default: int = 60_000) -> int:

@@ -162,3 +162,23 @@ async def test_stop_ends_the_async_replay():
             feed.stop()
     assert count == 3
     await asyncio.sleep(0)
+
+
+def test_numpy_loader_equals_the_row_loader_and_falls_back_for_errors(tmp_path):
+    import numpy as np
+
+    from apps.brokers.simulator.feed import CandleArrays
+
+    fast = load_candle_arrays(SAMPLE_CANDLES)
+    slow = CandleArrays.from_candles(load_candles(SAMPLE_CANDLES))
+    for column in ("times", "opens", "highs", "lows", "closes", "volumes"):
+        assert np.array_equal(getattr(fast, column), getattr(slow, column)), column
+    seconds = write(tmp_path, HEADER + "1677628800,1,2,0.5,1.5,1\n1677628860,1.5,2,1,1.2,2\n")
+    assert list(load_candle_arrays(seconds).times) == [1_677_628_800_000, 1_677_628_860_000]
+    offsets = tmp_path / "offsets.csv"
+    offsets.write_text(HEADER + "2023-03-01T01:00:00+01:00,1,2,0.5,1.5,1\n")
+    assert list(load_candle_arrays(offsets).times) == [1_677_628_800_000]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "1677628800,1,2,0.5,1.5,1\n1677628860,1,0.9,0.5,1.5,1\n")
+    with pytest.raises(ValueError, match=r"bad.csv:3: high/low do not contain"):
+        load_candle_arrays(bad)
