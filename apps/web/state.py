@@ -17,6 +17,7 @@ from apps.monitoring.models import Event
 from apps.orders.models import LIVE_BRACKET_STATES, Bracket, Order, Trade
 from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.selectors import active_run, latest_run
+from tradebaas.redis import redis_client, rkey
 
 ROLE_LABELS = {
     "entry": "Entry",
@@ -67,16 +68,24 @@ def _connection(account: BrokerAccount | None) -> tuple[str, str, bool, str, Any
 
 
 def _analysis(run: StrategyRun | None) -> dict | None:
+    """The strategy's state after its last analysis, as the loop stored it."""
     if run is None:
         return None
-    event = Event.objects.filter(run_id=run.pk, kind="analysis").order_by("-id").first()
-    if event is None:
+    from apps.strategies.runner.loop import CHECKPOINTS_KEY
+
+    raw = redis_client().get(rkey(CHECKPOINTS_KEY))
+    if not raw:
         return None
-    context = event.context or {}
+    data = json.loads(raw)
+    if data.get("run_id") != run.pk:
+        return None
+    signal = data.get("last_signal") or {}
     return {
-        "at": event.created_at,
-        "summary": event.message,
-        "checkpoints": context.get("checkpoints", []),
+        "run_id": run.pk,
+        "at": data.get("at", ""),
+        "summary": f"{data.get('status', '')} · {data.get('candles', 0)} candles"
+        + (f" · last signal: {signal.get('reason')}" if signal.get("reason") else ""),
+        "checkpoints": data.get("checkpoints", []),
     }
 
 

@@ -166,3 +166,30 @@ def test_backtest_form_errors_name_the_field(auth_client):
     assert response["HX-Retarget"] == "#backtest-form"
     for field in ("data", "equity", "params"):
         assert f'data-field="{field}"' in html
+
+
+def test_checkpoints_of_the_last_analysis_show_on_the_page(
+    auth_client, django_capture_on_commit_callbacks
+):
+    import json
+
+    from apps.strategies.runner.loop import CHECKPOINTS_KEY
+    from apps.strategies.services import run_start
+    from tradebaas.redis import redis_client, rkey
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = run_start(strategy="ma_cross", params={}, instrument="BTC-PERPETUAL")
+    state = {
+        "run_id": run.pk,
+        "at": "2026-11-25T10:00:00+00:00",
+        "status": "analyzing",
+        "candles": 40,
+        "checkpoints": [
+            {"name": "fast above slow", "value": "23001.5", "passed": True},
+            {"name": "bullish cross", "value": "no", "passed": False},
+        ],
+    }
+    redis_client().set(rkey(CHECKPOINTS_KEY), json.dumps(state))
+    html = auth_client.get("/").content.decode()
+    assert '<li class="checkpoint passed"><span>fast above slow</span> <b>23001.5</b></li>' in html
+    assert '<li class="checkpoint failed"><span>bullish cross</span>' in html
