@@ -110,3 +110,35 @@ def test_snapshot_is_json_and_names_every_setting():
     }
     limits = protection_limits()
     assert limits.cooldown_minutes == 15 and limits.daily_loss_limit_pct == D("3")
+
+
+def test_admin_lists_and_edits_the_one_row_but_cannot_add_or_delete_it(client, user):
+    user.is_superuser = True
+    user.save(update_fields=["is_superuser"])
+    client.force_login(user)
+    auth_client = client
+    settings = risk_settings_get()
+    listing = auth_client.get("/admin/risk/risksettings/")
+    assert listing.status_code == 200
+    assert b"percent" in listing.content
+    assert auth_client.get(f"/admin/risk/risksettings/{settings.pk}/change/").status_code == 200
+    assert auth_client.get("/admin/risk/risksettings/add/").status_code == 403
+    assert auth_client.get(f"/admin/risk/risksettings/{settings.pk}/delete/").status_code == 403
+    form = {
+        "mode": "percent",
+        "value": "150",
+        "leverage_cap": "10",
+        "max_open_trades": "1",
+        "cooldown_minutes": "0",
+        "daily_loss_limit_pct": "",
+        "max_drawdown_pct": "",
+    }
+    refused = auth_client.post(f"/admin/risk/risksettings/{settings.pk}/change/", form)
+    assert refused.status_code == 200  # the form again, with the error
+    assert b"A percent risk must be at most 100." in refused.content
+    assert RiskSettings.objects.get().value == D("1")
+    form["value"] = "2.5"
+    saved = auth_client.post(f"/admin/risk/risksettings/{settings.pk}/change/", form)
+    assert saved.status_code == 302
+    assert RiskSettings.objects.get().value == D("2.5")
+    assert "value 1 → 2.5" in Event.objects.get(kind="risk.settings_changed").message
