@@ -337,8 +337,8 @@ class MatchingCore:
                     self._activate(secondary, want)
                 elif closing:
                     self._close(secondary, "cancelled", "oto_primary_closed", cascade=False)
-            elif want > secondary.amount:
-                secondary.amount = want
+            elif want - secondary.oco_cut > secondary.amount:
+                secondary.amount = want - secondary.oco_cut
                 secondary.updated = self.now_ms
                 self._touch(secondary.book, secondary)
 
@@ -375,6 +375,7 @@ class MatchingCore:
                 base = sibling.target_amount
                 cut = (base * amount / order.target_amount / step).to_integral_value(ROUND_DOWN)
                 sibling.amount -= cut * step
+                sibling.oco_cut += cut * step
                 if sibling.amount <= sibling.filled:
                     self._close(sibling, "cancelled", "oco_other_closed", cascade=False)
                 else:

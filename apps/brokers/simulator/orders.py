@@ -96,6 +96,7 @@ class WorkingOrder:
         "is_secondary",
         "label",
         "linked_order_type",
+        "oco_cut",
         "oco_ref",
         "order_id",
         "order_type",
@@ -127,6 +128,7 @@ class WorkingOrder:
         self.order_type: str = fields["type"]
         self.amount: Decimal = fields["amount"]
         self.target_amount: Decimal = fields["amount"]
+        self.oco_cut = ZERO  # taken off by incremental fills of its OCO partner
         self.price: Decimal | None = fields["price"]
         self.trigger_price: Decimal | None = fields["trigger_price"]
         self.trigger: str | None = fields["trigger"]

@@ -329,3 +329,37 @@ def test_a_rejected_stop_leg_leaves_the_position_unprotected(engine):
     assert engine.position(BTC).size == 100
     assert states(engine, entry_id, stop_id, take_id) == ("filled", "rejected", "cancelled")
     assert engine.get_order(take_id).cancel_reason == "oco_other_closed"
+
+
+def test_incremental_both_ways_keeps_the_stop_equal_to_the_position():
+    engine = partial_engine(30)
+    result = engine.buy(
+        BTC,
+        100,
+        type="limit",
+        price=49_000,
+        linked_order_type=OTOCO,
+        trigger_fill_condition="incremental",
+        otoco_config=[
+            {
+                "direction": "sell",
+                "type": "stop_market",
+                "trigger_price": 47_000,
+                "trigger": "last_price",
+                "reduce_only": True,
+            },
+            {"direction": "sell", "type": "limit", "price": 51_000, "reduce_only": True},
+        ],
+    )
+    entry_id = result.order.order_id
+    stop_id, take_id = result.order.oto_order_ids
+    dip(engine, 1)
+    dip(engine, 2)
+    assert engine.get_order(entry_id).filled_amount == 60
+    engine.set_price(BTC, 51_500)  # the target fills 30 of its 60: the stop loses 30
+    assert engine.get_order(take_id).filled_amount == 30
+    assert engine.get_order(stop_id).amount == 30 == engine.position(BTC).size
+    dip(engine, 3)  # the entry fills 30 more: the stop grows with it, less what was taken
+    assert engine.get_order(entry_id).filled_amount == 90
+    assert engine.position(BTC).size == 60
+    assert engine.get_order(stop_id).amount == 60
