@@ -7,12 +7,14 @@ against the field values the client reads.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 from decimal import Decimal
 
 import pytest
 
 from apps.brokers.base import Candle
+from apps.brokers.simulator.engine import ExchangeEngine
 from apps.brokers.simulator.testing import running_deribit_sim
 from apps.brokers.tests.deribit_raw import RawClient
 from apps.brokers.tests.openapi_shapes import assert_deribit_shape
@@ -742,3 +744,26 @@ async def test_every_method_answers_in_deribits_documented_shape(deribit_sim, cl
         if name in ("public/status", "public/get_contract_size", "private/get_account_summaries"):
             continue  # not described (status, contract size) or described loosely
         assert_deribit_shape(name, answer["result"])
+
+
+_ENGINE_CANCELS_WITH_A_REASON = "reason" in inspect.signature(ExchangeEngine.cancel).parameters
+
+
+@pytest.mark.xfail(
+    not _ENGINE_CANCELS_WITH_A_REASON,
+    reason="ExchangeEngine.cancel(order_id, *, reason=...) is not there yet",
+    strict=True,
+)
+async def test_cancel_on_disconnect_names_its_reason(deribit_sim):
+    client = await RawClient.connect(deribit_sim.ws_url)
+    await client.auth()
+    await client.result("private/enable_cancel_on_disconnect")
+    placed = await client.result(
+        "private/buy", {"instrument_name": BTC, "amount": 10, "type": "limit", "price": 20000}
+    )
+    await client.close()
+    order_id = placed["order"]["order_id"]
+    async with asyncio.timeout(2):
+        while deribit_sim.engine.get_order(order_id).order_state != "cancelled":
+            await asyncio.sleep(0.02)
+    assert deribit_sim.engine.get_order(order_id).cancel_reason == "cancel_on_disconnect"
