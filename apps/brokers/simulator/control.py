@@ -6,8 +6,9 @@ What each fault does (the server applies them; tests read this as the contract):
 - ``drop_after(n)``: the server sends ``n`` more answers, then cuts the socket that carried the
   last one (``n == 0``: cut every open socket now, same as ``drop_now``).
 - ``drop_on_next_order(when, kind)``: the next ``private/buy``/``sell``/``close_position`` whose
-  order matches ``kind`` cuts its connection without an answer, either ``before`` the engine
-  sees it (no order exists) or ``after`` (the order exists; the client never hears of it).
+  order matches ``kind`` (for a linked request: the primary or any order of its
+  ``otoco_config``) cuts its connection without an answer, either ``before`` the engine sees it
+  (no order exists) or ``after`` (the order exists; the client never hears of it).
 - ``drop_on_next_request(method, when)``: the same for any method, e.g. ``private/cancel``.
 - ``reject_next_order(kind, code)``: armed on the engine (``engine.faults``). A standalone
   order of that kind is refused with the Deribit error; a linked secondary (the stop or target
@@ -20,8 +21,17 @@ What each fault does (the server applies them; tests read this as the contract):
   engine still acts at once, so a client that times out does not know whether an order exists.
 - ``silence_heartbeats()``: no heartbeat messages are sent and ``public/test`` is not answered.
 - ``freeze()``: nothing is answered and nothing is pushed; sockets stay open (half-open link).
-- ``maintenance(True)``: every private method answers 11051 ``system_maintenance``.
+- ``set_maintenance(True)``: every private method answers 11051 ``system_maintenance``.
 - price moves (``/_sim/price``) go through the engine, so stops and targets trigger.
+- ``reset()``: every fault off (``/_sim/reset {"engine": true}`` also starts a fresh account).
+
+HTTP (JSON bodies; each POST answers the fault table, ``price`` the state):
+``GET /_sim/state`` · ``GET /_sim/faults`` · ``POST /_sim/drop {after_answers?}`` ·
+``POST /_sim/drop_on_order {when, kind, count?}`` · ``POST /_sim/drop_on_request {method, when,
+count?}`` · ``POST /_sim/reject {kind, code, message?, count?}`` · ``POST /_sim/fail {method,
+code, message?, count?}`` · ``POST /_sim/delay {ms, methods?}`` · ``POST /_sim/heartbeats
+{answer}`` · ``POST /_sim/freeze {on}`` · ``POST /_sim/maintenance {on}`` · ``POST /_sim/price
+{instrument, price, gap?}`` · ``POST /_sim/reset {engine?}``. Bad values answer 400.
 
 Order kinds: ``stop`` = stop_market/stop_limit, ``take`` = take_market/take_limit, ``primary`` =
 a market/limit order placed by buy/sell, ``secondary`` (rejections only) = a market/limit
