@@ -71,8 +71,19 @@ def database_config(url: str) -> dict:
     if not config.get("ENGINE"):
         raise ImproperlyConfigured(f"DATABASE_URL has an unsupported scheme: {url.split(':')[0]}")
     if "postgresql" in config["ENGINE"]:
-        config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-        config["CONN_HEALTH_CHECKS"] = True
+        pool_size = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+        if pool_size > 0:
+            # A psycopg pool per process (web under ASGI: one thread per request would otherwise
+            # hold one persistent connection each). Django requires CONN_MAX_AGE = 0 with a pool.
+            config["CONN_MAX_AGE"] = 0
+            config.setdefault("OPTIONS", {})["pool"] = {
+                "min_size": 1,
+                "max_size": pool_size,
+                "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+            }
+        else:
+            config["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+            config["CONN_HEALTH_CHECKS"] = True
     if "sqlite" in config["ENGINE"]:
         config.setdefault("OPTIONS", {})
         config["OPTIONS"].update({"timeout": 20, "transaction_mode": "IMMEDIATE"})

@@ -105,3 +105,16 @@ def test_prometheus_and_grafana_name_exported_metrics():
     base = {re.sub(r"_(total|bucket|count|sum|created)$", "", name) for name in used}
     unknown = sorted(n for n in base if n not in exported and f"{n}_total" not in exported)
     assert not unknown, unknown
+
+
+def test_database_pool_replaces_persistent_connections(monkeypatch):
+    from tradebaas.settings.base import database_config
+
+    monkeypatch.setenv("DATABASE_POOL_MAX_SIZE", "7")
+    config = database_config("postgres://tradebaas@127.0.0.1:5432/tradebaas")
+    assert config["CONN_MAX_AGE"] == 0
+    assert config["OPTIONS"]["pool"]["max_size"] == 7
+    monkeypatch.delenv("DATABASE_POOL_MAX_SIZE")
+    config = database_config("postgres://tradebaas@127.0.0.1:5432/tradebaas")
+    assert "pool" not in config.get("OPTIONS", {})
+    assert config["CONN_MAX_AGE"] == 60
