@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from django.core.management.base import CommandError
 
-from apps.brokers.management.commands.deribit_sim import parse_balances
+from apps.brokers.management.commands.deribit_sim import (
+    Command,
+    parse_balances,
+    sim_options_from,
+)
 from apps.brokers.simulator.feed import SAMPLE_CANDLES
 from apps.brokers.tests.deribit_raw import RawClient
 
@@ -31,6 +35,31 @@ def test_parse_balances():
         parse_balances(["BTC"])
     with pytest.raises(CommandError):
         parse_balances(["BTC=lots"])
+
+
+def parsed(*argv: str) -> dict:
+    parser = Command().create_parser("manage.py", "deribit_sim")
+    return vars(parser.parse_args(argv))
+
+
+def test_flags_become_simulator_options():
+    default = sim_options_from(parsed())
+    assert default.data_path == str(SAMPLE_CANDLES)
+    assert (default.speed, default.history_candles, default.loop) == (60.0, 500, False)
+    assert (default.client_id, default.client_secret, default.testnet) == ("paper", "paper", True)
+    assert default.balances == {"BTC": Decimal(1), "ETH": Decimal(10), "USDC": Decimal(100000)}
+    assert default.rate_limits is None
+    custom = sim_options_from(
+        parsed("--static", "--balance", "BTC=2", "--mainnet", "--rate-limits", "--loop")
+    )
+    assert custom.data_path is None
+    assert custom.balances["BTC"] == Decimal(2) and custom.balances["ETH"] == Decimal(10)
+    assert custom.testnet is False and custom.loop is True
+    assert custom.rate_limits == ((5, 20), (20, 100))
+    with pytest.raises(CommandError):
+        sim_options_from(parsed("--data", "/nonexistent.csv"))
+    with pytest.raises(CommandError):
+        sim_options_from(parsed("--speed", "-1"))
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.brokers.simulator.deribit_server import DeribitSimServer, SimOptions
+from apps.brokers.simulator.feed import SAMPLE_CANDLES
 
 
 def parse_balances(values: list[str]) -> dict[str, Decimal]:
@@ -29,6 +30,30 @@ def parse_balances(values: list[str]) -> dict[str, Decimal]:
     return balances
 
 
+def sim_options_from(options: dict[str, Any]) -> SimOptions:
+    """The simulator's options from the command's parsed flags (CommandError on bad ones)."""
+    data = None if options["static"] else options["data"]
+    if data and not Path(data).is_file():
+        raise CommandError(f"--data {data}: no such file")
+    if options["speed"] < 0:
+        raise CommandError("--speed must be >= 0")
+    sim_options = SimOptions(
+        client_id=options["client_id"],
+        client_secret=options["client_secret"],
+        testnet=not options["mainnet"],
+        token_ttl=options["token_ttl"],
+        data_path=data,
+        speed=options["speed"],
+        history_candles=options["history"],
+        loop=options["loop"],
+        rate_limits=((5, 20), (20, 100)) if options["rate_limits"] else None,
+    )
+    balances = parse_balances(options["balance"])
+    if balances:
+        sim_options.balances = {**sim_options.balances, **balances}
+    return sim_options
+
+
 class Command(BaseCommand):
     help = "Serve the exchange simulator as Deribit API v2 (WebSocket + HTTP) with /_sim/ faults."
 
@@ -36,7 +61,15 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8765)
         parser.add_argument(
-            "--data", help="CSV of 1-minute candles (open_time,open,high,low,close,volume)"
+            "--data",
+            default=str(SAMPLE_CANDLES),
+            help="CSV of 1-minute candles (open_time,open,high,low,close,volume); "
+            "default: the shipped two-day sample",
+        )
+        parser.add_argument(
+            "--static",
+            action="store_true",
+            help="no candles: prices stand still until /_sim/price moves them",
         )
         parser.add_argument(
             "--speed",
@@ -69,25 +102,7 @@ class Command(BaseCommand):
         parser.add_argument("--mainnet", action="store_true", help='answer "testnet": false')
 
     def handle(self, *args: Any, **options: Any) -> None:
-        data = options["data"]
-        if data and not Path(data).is_file():
-            raise CommandError(f"--data {data}: no such file")
-        if options["speed"] < 0:
-            raise CommandError("--speed must be >= 0")
-        sim_options = SimOptions(
-            client_id=options["client_id"],
-            client_secret=options["client_secret"],
-            testnet=not options["mainnet"],
-            token_ttl=options["token_ttl"],
-            data_path=data,
-            speed=options["speed"],
-            history_candles=options["history"],
-            loop=options["loop"],
-            rate_limits=((5, 20), (20, 100)) if options["rate_limits"] else None,
-        )
-        balances = parse_balances(options["balance"])
-        if balances:
-            sim_options.balances = {**sim_options.balances, **balances}
+        sim_options = sim_options_from(options)
         asyncio.run(self._serve(sim_options, options["host"], options["port"]))
 
     async def _serve(self, sim_options: SimOptions, host: str, port: int) -> None:
