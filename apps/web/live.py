@@ -86,11 +86,11 @@ def state_changed(**_kwargs) -> None:
 
 def install() -> None:
     from apps.brokers.models import BrokerAccount
-    from apps.monitoring.models import Event
     from apps.orders.models import Bracket, Order, Trade
     from apps.strategies.models import RunTransition, StrategyRun
 
-    for model in (StrategyRun, RunTransition, Bracket, Order, Trade, BrokerAccount, Event):
+    # Events are pushed as rows by apps.monitoring.events; checkpoints by the loop itself.
+    for model in (StrategyRun, RunTransition, Bracket, Order, Trade, BrokerAccount):
         post_save.connect(state_changed, sender=model, dispatch_uid=f"web-live-{model.__name__}")
     if render_state_fragments not in monitoring_live.INITIAL_STATE_RENDERERS:
         monitoring_live.INITIAL_STATE_RENDERERS.append(render_state_fragments)
