@@ -16,6 +16,7 @@ import pytest
 from apps.brokers.base import Candle
 from apps.brokers.simulator.engine import ExchangeEngine
 from apps.brokers.simulator.testing import running_deribit_sim
+from apps.brokers.simulator.wire.chart import ChartBook
 from apps.brokers.tests.deribit_raw import RawClient
 from apps.brokers.tests.openapi_shapes import assert_deribit_shape
 
@@ -125,12 +126,14 @@ async def test_chart_data_from_history_and_resolutions():
             )
             assert_deribit_shape("public/get_tradingview_chart_data", data)
             assert data["status"] == "ok"
-            assert len(data["ticks"]) == 20
+            # 20 candles of history, then the current minute: no trade yet, a flat filler
+            assert len(data["ticks"]) == 21
             assert all(b - a == 60_000 for a, b in itertools.pairwise(data["ticks"]))
-            assert data["open"][0] == 100.0 and data["close"][-1] == 119.5
-            # the history ends where the replay starts: the current minute
+            assert data["open"][0] == 100.0 and data["close"][-2] == 119.5
             now = await client.result("public/get_time")
-            assert data["ticks"][-1] < now
+            assert data["ticks"][-1] <= now < data["ticks"][-1] + 60_000
+            assert data["open"][-1] == data["high"][-1] == data["low"][-1] == 119.5
+            assert data["volume"][-1] == 0
             five = await client.result(
                 "public/get_tradingview_chart_data",
                 {
@@ -149,7 +152,7 @@ async def test_chart_data_from_history_and_resolutions():
                 assert five["close"][position] == data["close"][members[-1]]
                 assert five["high"][position] == max(data["high"][i] for i in members)
                 assert five["low"][position] == min(data["low"][i] for i in members)
-                assert five["volume"][position] == 2 * len(members)
+                assert five["volume"][position] == sum(data["volume"][i] for i in members)
             eth = await client.result(
                 "public/get_tradingview_chart_data",
                 {
@@ -182,6 +185,23 @@ async def test_chart_data_from_history_and_resolutions():
             assert bad["error"]["data"]["param"] == "resolution"
         finally:
             await client.close()
+
+
+def test_minutes_without_a_price_point_are_flat_filler_candles():
+    book = ChartBook()
+    t0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000
+    book.record(BTC, t0 + 5_000, Decimal(100))
+    book.record(BTC, t0 + 3 * 60_000 + 1, Decimal(103))
+    data = book.chart_data(BTC, 0, 2**50, 1, until_ms=t0 + 5 * 60_000 + 10)
+    assert data["ticks"] == [t0 + i * 60_000 for i in range(6)]
+    assert data["close"] == [100, 100, 100, 103, 103, 103]
+    assert data["volume"] == [0] * 6
+    # a window that starts after the last price point still shows the flat minutes
+    late = book.chart_data(BTC, t0 + 4 * 60_000, 2**50, 1, until_ms=t0 + 5 * 60_000)
+    assert late["ticks"] == [t0 + 4 * 60_000, t0 + 5 * 60_000]
+    assert late["open"] == [103, 103]
+    # without until_ms nothing is invented after the last point
+    assert book.chart_data(BTC, 0, 2**50, 1)["ticks"][-1] == t0 + 3 * 60_000
 
 
 # -- account -------------------------------------------------------------------------------------

@@ -91,16 +91,42 @@ class ChartBook:
         return bars[-1] if bars else None
 
     def bars(
-        self, instrument: str, start_ms: int, end_ms: int, resolution_minutes: int
+        self,
+        instrument: str,
+        start_ms: int,
+        end_ms: int,
+        resolution_minutes: int,
+        *,
+        until_ms: int | None = None,
     ) -> list[Bar]:
-        """Bars of ``resolution_minutes`` whose open time lies in [start_ms, end_ms]."""
+        """Bars of ``resolution_minutes`` whose open time lies in [start_ms, end_ms].
+
+        Minutes without a price point are filled with flat bars at the previous close, as
+        Deribit does, between recorded bars and (when ``until_ms`` is given) up to that time.
+        """
         ticks = self._ticks.get(instrument, [])
         bars = self._bars.get(instrument, [])
         width = resolution_minutes * MINUTE_MS
-        first = bisect.bisect_left(ticks, start_ms - start_ms % width)
+        aligned = start_ms - start_ms % width
+        first = bisect.bisect_left(ticks, aligned)
         last = bisect.bisect_right(ticks, end_ms + width)
-        out: list[Bar] = []
+        horizon = end_ms + width
+        minutes: list[Bar] = []
+        previous = bars[first - 1] if first > 0 else None
         for bar in bars[first:last]:
+            if previous is not None:
+                _fill(minutes, previous, bar.tick, aligned)
+            minutes.append(bar)
+            previous = bar
+        if until_ms is not None and previous is not None:
+            _fill(
+                minutes,
+                previous,
+                min(until_ms - until_ms % MINUTE_MS + MINUTE_MS, horizon),
+                aligned,
+            )
+        out: list[Bar] = []
+        for bar in minutes:
             tick = bar.tick - bar.tick % width
             if out and out[-1].tick == tick:
                 merged = out[-1]
@@ -123,9 +149,15 @@ class ChartBook:
         return found[-1] if found else None
 
     def chart_data(
-        self, instrument: str, start_ms: int, end_ms: int, resolution_minutes: int
+        self,
+        instrument: str,
+        start_ms: int,
+        end_ms: int,
+        resolution_minutes: int,
+        *,
+        until_ms: int | None = None,
     ) -> dict[str, Any]:
-        bars = self.bars(instrument, start_ms, end_ms, resolution_minutes)
+        bars = self.bars(instrument, start_ms, end_ms, resolution_minutes, until_ms=until_ms)
         return {
             "status": "ok" if bars else "no_data",
             "ticks": [bar.tick for bar in bars],
@@ -140,6 +172,21 @@ class ChartBook:
     def clear(self) -> None:
         self._bars.clear()
         self._ticks.clear()
+
+
+MAX_FILLER_MINUTES = 100_000  # a bound on one answer's flat bars (about 70 days)
+
+
+def _fill(out: list[Bar], previous: Bar, before_tick: int, from_tick: int) -> None:
+    """Append flat bars at ``previous.close`` for the minutes after ``previous`` up to (not
+    including) ``before_tick``, skipping those before ``from_tick``."""
+    tick = max(previous.tick + MINUTE_MS, from_tick - from_tick % MINUTE_MS)
+    count = 0
+    while tick < before_tick and count < MAX_FILLER_MINUTES:
+        close = previous.close
+        out.append(Bar(tick, close, close, close, close, Decimal(0)))
+        tick += MINUTE_MS
+        count += 1
 
 
 def _d(value: float) -> Decimal:

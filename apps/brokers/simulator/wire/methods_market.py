@@ -85,7 +85,7 @@ def get_tradingview_chart_data(call: Call) -> dict[str, Any]:
     resolution = call.params.str("resolution", required=True, choices=RESOLUTIONS)
     assert start is not None and end is not None and resolution is not None
     return call.server.market.chart.chart_data(
-        spec.name, start, end, resolution_minutes(resolution)
+        spec.name, start, end, resolution_minutes(resolution), until_ms=call.server.now_ms()
     )
 
 
