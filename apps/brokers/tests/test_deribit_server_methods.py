@@ -698,6 +698,7 @@ async def test_every_method_answers_in_deribits_documented_shape(deribit_sim, cl
         ("public/status", {}),
         ("public/hello", {"client_name": "t", "client_version": "1"}),
         ("public/get_instruments", {"currency": "BTC"}),  # 2.1.1 predates linear perps
+        ("public/get_currencies", {}),
         ("public/get_instrument", {"instrument_name": BTC}),
         ("public/get_contract_size", {"instrument_name": BTC}),
         ("public/ticker", {"instrument_name": BTC}),

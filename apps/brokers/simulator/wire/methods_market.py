@@ -37,9 +37,43 @@ def kind_param(call: Call) -> str | None:
     return call.params.str("kind", choices=(*KINDS, "any"))
 
 
+CURRENCY_DETAILS = {
+    "BTC": ("Bitcoin", "BITCOIN", 1, Decimal("0.0001"), 8),
+    "ETH": ("Ethereum", "ETHER", 1, Decimal("0.0006"), 8),
+    "USDC": ("USD Coin", "ETHER", 1, Decimal("1"), 6),
+}
+
+
+@rpc("public/get_currencies")
+def get_currencies(call: Call) -> list[dict[str, Any]]:
+    settled = {spec.settlement_currency for spec in call.server.market.engine.specs.values()}
+    answer = []
+    for currency in sorted(settled):
+        name, coin, confirmations, fee, decimals = CURRENCY_DETAILS.get(
+            currency, (currency, "ETHER", 1, Decimal(0), 8)
+        )
+        answer.append(
+            {
+                "currency": currency,
+                "currency_long": name,
+                "coin_type": coin,
+                "min_confirmations": confirmations,
+                "withdrawal_fee": fee,
+                "min_withdrawal_fee": fee,
+                "withdrawal_priorities": [],
+                "fee_precision": 4,
+                "decimals": decimals,
+                "in_cross_collateral_pool": False,
+            }
+        )
+    return answer
+
+
 @rpc("public/get_instruments")
 def get_instruments(call: Call) -> list[dict[str, Any]]:
-    currency = currency_param(call)
+    # Deribit's 2.1.1 description requires currency; the live API (and ccxt) also calls
+    # without it, for every instrument
+    currency = currency_param(call, required=False) or "any"
     kind = kind_param(call)
     if call.params.bool("expired", default=False) or kind not in (None, "future", "any"):
         return []
