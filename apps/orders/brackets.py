@@ -177,7 +177,10 @@ def _set_state(bracket: Bracket, state: str, error: str = "") -> None:
 
 
 def _write_intent(plan: BracketPlan, gateway: BrokerGateway) -> tuple[Bracket, dict[str, Order]]:
+    """Bracket and order rows before anything is sent. A linked set goes out in one request
+    right after this, so its rows say SENT at once (the crash-safe side: look them up)."""
     entry_label, stop_label, tp_label = bracket_labels(plan.bracket_id)
+    status = OrderStatus.SENT if gateway.supports_linked_orders else OrderStatus.INTENT
     exit_side = plan.side.opposite
     with transaction.atomic():
         bracket = Bracket.objects.create(
@@ -206,6 +209,7 @@ def _write_intent(plan: BracketPlan, gateway: BrokerGateway) -> tuple[Bracket, d
                 side=str(plan.side),
                 amount=plan.amount,
                 price=plan.entry_price,
+                status=status,
             ),
             OrderRole.STOP_LOSS: Order(
                 bracket=bracket,
@@ -216,6 +220,7 @@ def _write_intent(plan: BracketPlan, gateway: BrokerGateway) -> tuple[Bracket, d
                 amount=plan.amount,
                 trigger_price=plan.stop_price,
                 reduce_only=True,
+                status=status,
             ),
             OrderRole.TAKE_PROFIT: Order(
                 bracket=bracket,
@@ -227,6 +232,7 @@ def _write_intent(plan: BracketPlan, gateway: BrokerGateway) -> tuple[Bracket, d
                 price=plan.take_profit_price,
                 trigger_price=plan.take_profit_price,
                 reduce_only=True,
+                status=status,
             ),
         }
         Order.objects.bulk_create(rows.values())
@@ -296,6 +302,8 @@ def bracket_place(
     """
     guard = guard or (lambda: None)
     preflight(gateway, plan)
+    if gateway.supports_linked_orders:
+        guard()  # checked again right before the request
     bracket, rows = _write_intent(plan, gateway)
     if gateway.supports_linked_orders:
         return _place_linked(gateway, plan, bracket, rows, guard)
@@ -311,13 +319,14 @@ def _place_linked(
 ) -> Bracket:
     request = plan.request()
     guard()
-    Order.objects.filter(bracket=bracket).update(status=OrderStatus.SENT)
     try:
         result: BracketResult | None = gateway.place_bracket(request)
+        acked = time.perf_counter()
     except (OrderOutcomeUnknown, ConnectionLost, TimeoutError) as exc:
         _set_state(bracket, BracketState.UNKNOWN, f"outcome unknown: {exc}")
         log.warning("bracket %s: outcome unknown (%s); resolving by label", plan.bracket_id, exc)
         result = resolve_unknown(gateway, bracket)
+        acked = time.perf_counter()
         if result is None:
             raise BracketRefused(
                 f"bracket {plan.bracket_id} was not placed ({exc})", bracket_id=plan.bracket_id
@@ -329,7 +338,9 @@ def _place_linked(
         raise BracketRefused(
             f"bracket {plan.bracket_id} refused: {exc}", bracket_id=plan.bracket_id
         ) from exc
-    return _accept_linked(gateway, bracket, rows, result)
+    accepted = _accept_linked(gateway, bracket, rows, result)
+    accepted.acked_at = acked  # when the exchange's answer arrived (perf_counter)
+    return accepted
 
 
 def _accept_linked(
@@ -560,10 +571,12 @@ def _place_emulated(
                 orders=[o.order_id for o in placed],
             ) from exc
         raise  # the guard's LockLost and the like: rolled back, now propagate
+    acked = time.perf_counter()
     bracket.opened_ms = entry.created_ms or int(time.time() * 1000)
     bracket.state = BracketState.OPEN
     bracket.save(update_fields=["opened_ms", "state", "updated_at"])
     _outcome(bracket, "opened", entry=entry.order_id, stop_id=stop.order_id, emulated=True)
+    bracket.acked_at = acked
     return bracket
 
 

@@ -71,6 +71,7 @@ def run_transition(
     fence: int | None = None,
     actor: str = "loop",
     extra: dict[str, Any] | None = None,
+    pending: list[dict[str, Any]] | None = None,
 ) -> bool:
     """Move run ``run_id`` to ``to`` if it is in one of ``expected`` (default: the states that
     may lead to ``to``) and, when ``fence`` is given, still owned by that loop.
@@ -89,37 +90,60 @@ def run_transition(
     if to is RunState.PAUSED:
         values["pause_reason"] = reason
     with transaction.atomic():
-        run = StrategyRun.objects.select_for_update().filter(id=run_id).first()
-        if run is None or not run.is_active or run.state not in allowed:
-            return False
-        if fence is not None and run.fence != fence:
-            return False
-        queryset = StrategyRun.objects.filter(id=run_id, state=run.state, is_active=True)
+        if len(allowed) == 1:  # the loop knows its state: one conditional UPDATE decides
+            from_state = allowed[0]
+        else:
+            run = StrategyRun.objects.select_for_update().filter(id=run_id).first()
+            if run is None or not run.is_active or run.state not in allowed:
+                return False
+            from_state = run.state
+        queryset = StrategyRun.objects.filter(id=run_id, state=from_state, is_active=True)
         if fence is not None:
             queryset = queryset.filter(fence=fence)
         if queryset.update(**values) != 1:
             return False
         RunTransition.objects.create(
             run_id=run_id,
-            from_state=run.state,
+            from_state=from_state,
             to_state=to,
             reason=reason,
             message=message,
             context=_jsonable(context or {}),
             actor=actor,
         )
-        level = {"ERROR": "error", "PAUSED": "warning"}.get(to, "info")
-        event_record(
-            kind=_ALERT_KIND.get(to, "run_state"),
-            message=f"Run {run_id}: {run.state} → {to} ({reason})"
-            + (f": {message}" if message else ""),
-            level=level,
-            context={"from": run.state, "to": str(to), "reason": reason, **(context or {})},
-            run_id=run_id,
-            alert=to in _ALERT_KIND,
-        )
+        announcement = {
+            "run_id": run_id,
+            "from": from_state,
+            "to": str(to),
+            "reason": reason,
+            "message": message,
+            "context": context or {},
+        }
+        if pending is None:
+            _announce(announcement)
+        else:  # the hot path announces after the exchange answered (see run_announce)
+            pending.append(announcement)
     _state_gauge(to)
     return True
+
+
+def _announce(item: dict[str, Any]) -> None:
+    to = item["to"]
+    event_record(
+        kind=_ALERT_KIND.get(to, "run_state"),
+        message=f"Run {item['run_id']}: {item['from']} → {to} ({item['reason']})"
+        + (f": {item['message']}" if item["message"] else ""),
+        level={"ERROR": "error", "PAUSED": "warning"}.get(to, "info"),
+        context={"from": item["from"], "to": to, "reason": item["reason"], **item["context"]},
+        run_id=item["run_id"],
+        alert=to in _ALERT_KIND,
+    )
+
+
+def run_announce(pending: list[dict[str, Any]]) -> None:
+    """Send the events of transitions written with ``pending`` (rows exist already)."""
+    while pending:
+        _announce(pending.pop(0))
 
 
 def _state_gauge(state: str) -> None:

@@ -62,7 +62,7 @@ from apps.strategies.models import LOOP_STATES, RunState, StrategyRun
 from apps.strategies.runner.config import runner_setting
 from apps.strategies.runner.lock import LockLost, RunnerLock
 from apps.strategies.runner.supervisor import LAUNCH_KEY
-from apps.strategies.services import run_heartbeat, run_transition
+from apps.strategies.services import run_announce, run_heartbeat, run_transition
 from tradebaas.redis import redis_client, rkey
 
 log = logging.getLogger("tradebaas.runner")
@@ -334,7 +334,14 @@ class Loop:
 
     # --- transitions ---------------------------------------------------------------------------
 
-    def _move(self, to: RunState, reason: str, message: str = "", **context: Any) -> None:
+    def _move(
+        self,
+        to: RunState,
+        reason: str,
+        message: str = "",
+        pending: list[dict[str, Any]] | None = None,
+        **context: Any,
+    ) -> None:
         if self.state is to:
             return
         if not run_transition(
@@ -345,6 +352,7 @@ class Loop:
             context=context,
             fence=self.fence,
             expected=(self.state,),
+            pending=pending,
         ):
             raise LoopExit(self._why_refused())
         self.state = to
@@ -456,40 +464,49 @@ class Loop:
         if signal is None:
             self._push_checkpoints(None)
             return
-        self._move(
-            RunState.SIGNAL_DETECTED,
-            "signal",
-            signal.reason,
-            side=str(signal.side),
-            entry=str(signal.entry),
-            stop=str(signal.stop),
-            take_profit=str(signal.take_profit),
-        )
+        # Hot path: transition rows are written as it goes; their events (live push, alerts)
+        # go out once the exchange has answered, so they never delay the order.
+        pending: list[dict[str, Any]] = []
         try:
-            plan = self._plan(signal)
-        except ProtectionTripped:
-            raise
-        except Exception as exc:
-            from apps.risk.sizing import SizingRefused
-
-            if not isinstance(exc, SizingRefused):
-                raise
-            event_record(
-                kind="trade_refused",
-                message=f"Signal not traded: {exc}",
-                level="warning",
-                context={"code": str(getattr(exc, "code", "")), "signal": signal.as_dict()},
-                run_id=self.run_id,
+            self._move(
+                RunState.SIGNAL_DETECTED,
+                "signal",
+                signal.reason,
+                pending,
+                side=str(signal.side),
+                entry=str(signal.entry),
+                stop=str(signal.stop),
+                take_profit=str(signal.take_profit),
             )
-            self._move(RunState.ANALYZING, "sizing_refused", str(exc))
-            return
-        self._move(RunState.ENTERING_POSITION, "placing", bracket=plan.bracket_id)
-        try:
-            self.bracket = bracket_place(gateway=self.gateway, plan=plan, guard=self.lock.check)
-        except BaseException:
-            self.bracket = Bracket.objects.filter(bracket_id=plan.bracket_id).first()
-            raise
-        metrics.CANDLE_TO_BRACKET.observe(time.perf_counter() - received)
+            try:
+                plan = self._plan(signal)
+            except ProtectionTripped:
+                raise
+            except Exception as exc:
+                from apps.risk.sizing import SizingRefused
+
+                if not isinstance(exc, SizingRefused):
+                    raise
+                run_announce(pending)
+                event_record(
+                    kind="trade_refused",
+                    message=f"Signal not traded: {exc}",
+                    level="warning",
+                    context={"code": str(getattr(exc, "code", "")), "signal": signal.as_dict()},
+                    run_id=self.run_id,
+                )
+                self._move(RunState.ANALYZING, "sizing_refused", str(exc))
+                return
+            self._move(RunState.ENTERING_POSITION, "placing", "", pending, bracket=plan.bracket_id)
+            try:
+                self.bracket = bracket_place(gateway=self.gateway, plan=plan, guard=self.lock.check)
+            except BaseException:
+                self.bracket = Bracket.objects.filter(bracket_id=plan.bracket_id).first()
+                raise
+        finally:
+            run_announce(pending)
+        acked = getattr(self.bracket, "acked_at", None) or time.perf_counter()
+        metrics.CANDLE_TO_BRACKET.observe(acked - received)
         self._move(RunState.POSITION_OPEN, "bracket_open", bracket=plan.bracket_id)
         self.next_position_check = time.monotonic() + self.poll
         self._push_checkpoints(signal)
