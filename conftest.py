@@ -12,6 +12,9 @@ from rest_framework.test import APIClient
 
 from tradebaas.redis import redis_client, rkey
 
+# The Deribit simulator's fixtures (deribit_sim, deribit_sim_threaded) for every app's tests.
+pytest_plugins = ["apps.brokers.simulator.testing"]
+
 ARTIFACTS = Path(os.environ.get("TRADEBAAS_ARTIFACTS", Path(__file__).parent / "artifacts"))
 
 

@@ -697,12 +697,14 @@ class ExchangeEngine(AccountReads):
         trades = tuple(t for t in self._trades[trades_before:] if t.order_id == order.order_id)
         return PlaceResult(order.snapshot(), trades)
 
-    def cancel(self, order_id: str) -> SimOrder:
-        """``private/cancel``: 10004 if unknown, 11044 ``not_open_order`` if already closed."""
+    def cancel(self, order_id: str, *, reason: str = "user_request") -> SimOrder:
+        """``private/cancel``: 10004 if unknown, 11044 ``not_open_order`` if already closed.
+
+        ``reason`` becomes the order's ``cancel_reason`` (e.g. ``cancel_on_disconnect``)."""
         order = self._get(order_id)
         if not order.live:
             raise ExchangeError(NOT_OPEN_ORDER, data={"param": "order_id"})
-        self._close(order, "cancelled", "user_request")
+        self._close(order, "cancelled", reason)
         self._settle(order.book, set())
         self._flush()
         return order.snapshot()

@@ -7,14 +7,12 @@ against the field values the client reads.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 from decimal import Decimal
 
 import pytest
 
 from apps.brokers.base import Candle
-from apps.brokers.simulator.engine import ExchangeEngine
 from apps.brokers.simulator.testing import running_deribit_sim
 from apps.brokers.simulator.wire.chart import ChartBook
 from apps.brokers.tests.deribit_raw import RawClient
@@ -767,14 +765,6 @@ async def test_every_method_answers_in_deribits_documented_shape(deribit_sim, cl
         assert_deribit_shape(name, answer["result"])
 
 
-_ENGINE_CANCELS_WITH_A_REASON = "reason" in inspect.signature(ExchangeEngine.cancel).parameters
-
-
-@pytest.mark.xfail(
-    not _ENGINE_CANCELS_WITH_A_REASON,
-    reason="ExchangeEngine.cancel(order_id, *, reason=...) is not there yet",
-    strict=True,
-)
 async def test_cancel_on_disconnect_names_its_reason(deribit_sim):
     client = await RawClient.connect(deribit_sim.ws_url)
     await client.auth()
