@@ -191,7 +191,13 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": REDIS_KEY_PREFIX + "asgi", "capacity": 500},
+        "CONFIG": {
+            # redis-py 8 reads with a 5 s timeout by default, the same as channels_redis' blocking
+            # pop: an idle socket then dies every few seconds. Read longer than the pop blocks.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": REDIS_KEY_PREFIX + "asgi",
+            "capacity": 500,
+        },
     }
 }
 

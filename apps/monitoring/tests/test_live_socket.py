@@ -47,3 +47,23 @@ async def test_logged_in_socket_receives_pushed_fragments(user, client):
     message = await communicator.receive_from(timeout=5)
     assert "ANALYZING" in message
     await communicator.disconnect()
+
+
+@pytest.mark.slow
+async def test_an_idle_socket_stays_open_and_still_receives(user, client):
+    """redis-py's default read timeout once killed every socket idle for more than 5 s."""
+    import asyncio
+
+    await database_sync_to_async(client.force_login)(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    communicator = WebsocketCommunicator(
+        application, "/ws/live/", headers=[ORIGIN, (b"cookie", cookie.encode())]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    while not await communicator.receive_nothing(timeout=0.3):
+        await communicator.receive_from()
+    await asyncio.sleep(7)
+    await alive_push('<div id="idle-check" hx-swap-oob="true">still here</div>')
+    assert "still here" in await communicator.receive_from(timeout=5)
+    await communicator.disconnect()
