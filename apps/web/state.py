@@ -169,8 +169,9 @@ def page_state() -> PageState:
         chart_instrument=instrument,
     )
     if state.run and state.run.error_message:
-        state.error_context_json = json.dumps(state.run.error_context, indent=2, default=str)
-        state.error_log = list(state.run.error_context.get("log_lines", []))
+        context = dict(state.run.error_context or {})
+        state.error_log = [str(line) for line in context.pop("log", [])]
+        state.error_context_json = json.dumps(context, indent=2, default=str)
     return state
 
 
