@@ -249,7 +249,12 @@ def _outcome(bracket: Bracket, outcome: str, **context: Any) -> None:
         kind=kind,
         message=f"Bracket {bracket.bracket_id} {outcome.replace('_', ' ')}: "
         f"{bracket.side} {bracket.amount} {bracket.instrument}"
-        + (f" ({context['error']})" if context.get("error") else ""),
+        + (f" ({context['error']})" if context.get("error") else "")
+        + (
+            f"; LEFT ON THE EXCHANGE: {', '.join(context['remaining'])}"
+            if context.get("remaining")
+            else ""
+        ),
         level="critical" if outcome == "broken" else level,
         context={"stop": bracket.stop_price, "take_profit": bracket.take_profit_price, **context},
         run_id=bracket.run_id,

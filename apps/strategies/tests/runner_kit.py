@@ -98,3 +98,50 @@ def fills_count(engine) -> int:
 
 
 ZERO = Decimal("0")
+
+
+def start_concurrently(token: str, n: int = 100) -> list[int]:
+    """``n`` threads POST /api/v2/strategy/start at the same instant; their status codes.
+
+    A request refused at connect by PostgreSQL's connection limit (shared with whatever else runs
+    on the machine) executed nothing, so it is sent again; any other failure is reported.
+    """
+    import threading
+
+    from django.db import OperationalError, connection
+    from rest_framework.test import APIClient
+
+    statuses: list[int] = []
+    barrier = threading.Barrier(n)
+
+    def one() -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        barrier.wait()
+        try:
+            for _ in range(400):
+                try:
+                    response = client.post(
+                        "/api/v2/strategy/start",
+                        {"strategy": "fast_test", "instrument": "BTC-PERPETUAL"},
+                        format="json",
+                    )
+                except OperationalError as exc:
+                    # refused at connect (no connection was ever made): nothing was executed
+                    if connection.connection is None and "connection failed" in str(exc):
+                        connection.close()
+                        time.sleep(0.02)
+                        continue
+                    statuses.append(f"{type(exc).__name__}: {exc}")
+                    return
+                statuses.append(response.status_code)
+                return
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses

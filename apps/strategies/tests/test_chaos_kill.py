@@ -19,9 +19,7 @@ from collections import Counter
 
 import psutil
 import pytest
-from django.db import connection
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from apps.brokers.models import BrokerAccount
 from apps.brokers.simulator.testing import deribit_sim_thread
@@ -30,6 +28,7 @@ from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.runner.lock import lock_holder
 from apps.strategies.runner.loop import LOOP_KEY
 from apps.strategies.runner.supervisor import supervise
+from apps.strategies.tests.runner_kit import start_concurrently
 from apps.strategies.tests.sim_kit import entries, orphans, sim_options, step, unprotected
 from tradebaas.redis import redis_client, rkey
 from tradebaas.testing import celery_argv, child_env, running_process, wait_for
@@ -198,28 +197,7 @@ def test_two_workers_and_100_parallel_starts_give_one_loop(tmp_path, user, setti
             running_process(celery_argv("runner", "t-a"), env, tmp_path / "a.log"),
             running_process(celery_argv("runner", "t-b"), env, tmp_path / "b.log"),
         ):
-            statuses: list[int] = []
-            barrier = threading.Barrier(100)
-
-            def start() -> None:
-                client = APIClient()
-                client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-                barrier.wait()
-                try:
-                    response = client.post(
-                        "/api/v2/strategy/start",
-                        {"strategy": "fast_test", "instrument": "BTC-PERPETUAL"},
-                        format="json",
-                    )
-                    statuses.append(response.status_code)
-                finally:
-                    connection.close()
-
-            threads = [threading.Thread(target=start) for _ in range(100)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            statuses = start_concurrently(token.key, 100)
             assert statuses.count(201) == 1 and statuses.count(409) == 99
             run = StrategyRun.objects.get()
             # more launches than loops: the supervisor and extra queued tasks race for the lock

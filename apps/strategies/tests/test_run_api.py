@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.db import IntegrityError, connection, transaction
 from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from apps.monitoring.models import Event
 from apps.strategies import services
@@ -168,24 +165,86 @@ def test_run_api_needs_authentication(anon_api_client):
 def test_100_concurrent_starts_make_exactly_one_run(user):
     if connection.vendor != "postgresql":
         pytest.skip("concurrency proof needs PostgreSQL (SQLite serialises writers)")
+    from apps.strategies.tests.runner_kit import start_concurrently
+
     token, _ = Token.objects.get_or_create(user=user)
-    statuses: list[int] = []
-    barrier = threading.Barrier(100)
-
-    def one() -> None:
-        client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-        barrier.wait()
-        try:
-            statuses.append(_start(client).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one) for _ in range(100)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    statuses = start_concurrently(token.key, 100)
+    assert len(statuses) == 100
     assert sorted(set(statuses)) == [201, 409]
     assert statuses.count(201) == 1
     assert StrategyRun.objects.count() == 1
+
+
+def test_status_shows_the_current_bracket_and_trades_their_summary(api_client):
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from apps.orders.models import Bracket, Order, Trade
+
+    _start(api_client)
+    run = StrategyRun.objects.get(is_active=True)
+    bracket = Bracket.objects.create(
+        bracket_id="abc123",
+        run_id=run.id,
+        broker="paper",
+        instrument="BTC-PERPETUAL",
+        side="buy",
+        amount=Decimal("100"),
+        stop_price=Decimal("19000"),
+        take_profit_price=Decimal("21000"),
+        state="OPEN",
+    )
+    Order.objects.create(
+        bracket=bracket,
+        role="sl",
+        label="tb-abc123-sl",
+        exchange_id="X1",
+        status="untriggered",
+        order_type="stop_market",
+        side="sell",
+        amount=Decimal("100"),
+        trigger_price=Decimal("19000"),
+        reduce_only=True,
+    )
+    status = api_client.get("/api/v2/strategy/status").json()
+    assert status["bracket"]["bracket_id"] == "abc123"
+    assert status["bracket"]["orders"][0]["exchange_id"] == "X1"
+    assert api_client.get("/api/v2/bracket/current").json()["bracket"]["state"] == "OPEN"
+    from apps.orders.selectors import open_position_exists
+
+    assert open_position_exists()
+    closed = Bracket.objects.create(
+        bracket_id="def456",
+        run_id=run.id,
+        broker="paper",
+        instrument="BTC-PERPETUAL",
+        side="sell",
+        amount=Decimal("100"),
+        stop_price=Decimal("21000"),
+        take_profit_price=Decimal("19000"),
+        state="CLOSED",
+    )
+    Trade.objects.create(
+        bracket=closed,
+        run_id=run.id,
+        instrument="BTC-PERPETUAL",
+        side="sell",
+        amount=Decimal("100"),
+        entry_price=Decimal("20000"),
+        exit_price=Decimal("19000"),
+        pnl=Decimal("0.00026"),
+        pnl_usd=Decimal("4.94"),
+        fees=Decimal("0.00001"),
+        currency="BTC",
+        opened_at=timezone.now(),
+        closed_at=timezone.now(),
+        duration_seconds=Decimal("60"),
+        exit_reason="take_profit",
+    )
+    data = api_client.get(f"/api/v2/trades?run={run.id}").json()
+    assert data["trades"][0]["bracket_id"] == "def456"
+    assert data["trades"][0]["pnl_usd"] == "4.94000000"
+    assert data["summary"]["count"] == 1 and data["summary"]["wins"] == 1
+    assert api_client.get("/api/v2/trades?limit=x").status_code == 400
+    assert api_client.get("/api/v2/events?run=1&kind=run_started").status_code == 200

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from apps.monitoring.models import Event
-from apps.orders.models import BracketState, Trade
+from apps.orders.models import Bracket, BracketState, Trade
 from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.runner.loop import run_loop_forever
 from apps.strategies.tests.runner_kit import Driver, make_run, open_orders, paper_gateway, positions
@@ -153,3 +153,88 @@ def test_stopping_the_run_ends_the_loop():
         )
     assert outcome == "stopped"
     gateway.close()
+
+
+def test_a_tripped_protection_pauses_the_run_with_its_reason():
+    from django.utils import timezone
+
+    from apps.orders.models import Bracket
+    from apps.risk.models import RiskSettings
+
+    RiskSettings.objects.update_or_create(pk=1, defaults={"cooldown_minutes": 60})
+    bracket = Bracket.objects.create(
+        bracket_id="old1",
+        broker="paper",
+        instrument="BTC-PERPETUAL",
+        side="buy",
+        amount=1,
+        stop_price=1,
+        take_profit_price=2,
+        state="CLOSED",
+    )
+    Trade.objects.create(
+        bracket=bracket,
+        instrument="BTC-PERPETUAL",
+        side="buy",
+        amount=1,
+        entry_price=2,
+        exit_price=1,
+        pnl=Decimal("-0.001"),
+        pnl_usd=-20,
+        fees=0,
+        currency="BTC",
+        opened_at=timezone.now(),
+        closed_at=timezone.now(),
+        duration_seconds=1,
+        exit_reason="stop_loss",
+    )
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: False, limit=10):
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert outcome == "paused"
+    run.refresh_from_db()
+    assert run.state == RunState.PAUSED
+    assert "COOLDOWN" in run.pause_reason.upper()
+    assert Event.objects.filter(kind="protection_tripped").exists()
+    assert not positions(gateway)
+
+
+def test_a_refused_size_is_not_traded_and_analysis_goes_on():
+    from apps.risk.models import RiskSettings
+
+    RiskSettings.objects.update_or_create(
+        pk=1, defaults={"mode": "fixed", "value": Decimal("0.01")}
+    )
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: False, limit=8):
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert outcome == "shutdown"
+    run.refresh_from_db()
+    assert run.state == RunState.ANALYZING
+    assert Event.objects.filter(kind="trade_refused").count() >= 2
+    assert not Bracket.objects.exists()
+    assert not positions(gateway)
+
+
+def test_checkpoints_of_each_analysis_are_kept_for_the_page():
+    import json
+
+    from apps.strategies.runner.loop import CHECKPOINTS_KEY
+    from tradebaas.redis import redis_client, rkey
+
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: len(e.trades()) > 0, limit=20):
+        run_loop_forever(run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30)
+    stored = json.loads(redis_client().get(rkey(CHECKPOINTS_KEY)))
+    assert stored["run_id"] == run.id
+    assert {c["name"] for c in stored["checkpoints"]} >= {"flat", "next side"}

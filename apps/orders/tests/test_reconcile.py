@@ -1,0 +1,161 @@
+"""Reconcile before trading: unknown outcomes by label, trades closed while down, positions without
+a stop, positions nobody claims, orphans. Against the paper engine (the exchange)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from apps.brokers.base import BracketRequest, OrderRequest, Side
+from apps.monitoring.models import Event
+from apps.orders.brackets import BracketPlan, _write_intent
+from apps.orders.gateway import BrokerGateway
+from apps.orders.models import Bracket, BracketState, OrderRole, Trade
+from apps.orders.reconcile import reconcile
+from apps.orders.tests.faulty import FaultyPaperBroker
+from apps.orders.tests.test_brackets import INSTRUMENT, plan_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def gateway():
+    made = BrokerGateway(FaultyPaperBroker(linked=True, warmup=5))
+    made.connect()
+    yield made
+    made.close()
+
+
+def engine(gateway):
+    return gateway.broker.engine
+
+
+def _unknown(gateway, plan: BracketPlan) -> Bracket:
+    """Rows as a crash after sending leaves them: written, outcome never heard."""
+    bracket, _ = _write_intent(plan, gateway)
+    bracket.state = BracketState.UNKNOWN
+    bracket.save()
+    return bracket
+
+
+def _request(plan: BracketPlan) -> BracketRequest:
+    return plan.request()
+
+
+def _reconcile(gateway, policy: str = "protect"):
+    return reconcile(gateway, instrument=INSTRUMENT, run_id=None, account_id=None, policy=policy)
+
+
+def test_an_unknown_bracket_that_reached_the_exchange_is_adopted_as_open(gateway):
+    plan = plan_for(gateway)
+    bracket = _unknown(gateway, plan)
+    gateway.place_bracket(_request(plan))
+    report = _reconcile(gateway)
+    bracket.refresh_from_db()
+    assert bracket.state == BracketState.OPEN
+    assert report.open_bracket == bracket
+    assert report.resolved == [f"{plan.bracket_id}:open"]
+    roles = {o.role: o for o in bracket.orders.all()}
+    assert all(roles[r].exchange_id for r in (OrderRole.ENTRY, OrderRole.STOP_LOSS))
+
+
+def test_an_unknown_bracket_that_never_arrived_is_failed(gateway):
+    plan = plan_for(gateway)
+    bracket = _unknown(gateway, plan)
+    report = _reconcile(gateway)
+    bracket.refresh_from_db()
+    assert bracket.state == BracketState.FAILED
+    assert report.resolved == [f"{plan.bracket_id}:not_placed"]
+    assert report.open_bracket is None
+
+
+def test_a_trade_that_closed_while_down_is_recorded(gateway):
+    plan = plan_for(gateway)
+    bracket = _unknown(gateway, plan)
+    gateway.place_bracket(_request(plan))
+    gateway.on_loop(lambda: engine(gateway).close_position(INSTRUMENT))  # by hand, meanwhile
+    gateway.on_loop(lambda: engine(gateway).cancel_all())
+    report = _reconcile(gateway)
+    trade = Trade.objects.get(bracket=bracket)
+    assert report.trades == [plan.bracket_id]
+    assert trade.recorded_by == "reconcile"
+    assert trade.amount == plan.amount
+    assert trade.fees > 0
+    bracket.refresh_from_db()
+    assert bracket.state == BracketState.CLOSED
+
+
+def test_legs_without_their_entry_are_cancelled(gateway):
+    plan = plan_for(gateway)
+    bracket = _unknown(gateway, plan)
+    last = gateway.call("ticker", INSTRUMENT).last_price
+    gateway.call(
+        "place_order",
+        OrderRequest(
+            instrument=INSTRUMENT,
+            side=Side.SELL,
+            amount=Decimal("100"),
+            order_type="stop_market",
+            label=f"tb-{plan.bracket_id}-sl",
+            trigger_price=(last * Decimal("0.9")).quantize(Decimal("1")),
+            reduce_only=True,
+        ),
+    )
+    _reconcile(gateway)
+    bracket.refresh_from_db()
+    assert bracket.state == BracketState.FAILED
+    assert engine(gateway).open_orders() == []
+
+
+@pytest.mark.parametrize("policy", ["protect", "close"])
+def test_a_position_nobody_claims_is_adopted_and_protected_or_closed(gateway, policy):
+    gateway.call(
+        "place_order",
+        OrderRequest(instrument=INSTRUMENT, side=Side.BUY, amount=Decimal("500"), label="manual"),
+    )
+    report = _reconcile(gateway, policy)
+    assert len(report.adopted) == 1
+    adopted = Bracket.objects.get(bracket_id=report.adopted[0])
+    assert adopted.amount == Decimal("500")
+    stops = [o for o in engine(gateway).open_orders() if o.order_type == "stop_market"]
+    if policy == "protect":
+        assert len(stops) == 1 and stops[0].reduce_only
+        assert stops[0].trigger_price < gateway.call("ticker", INSTRUMENT).last_price
+        assert engine(gateway).position(INSTRUMENT).size == Decimal("500")
+    else:
+        assert engine(gateway).position(INSTRUMENT).size == 0
+    assert Event.objects.filter(kind="position_adopted").exists()
+
+
+def test_a_position_with_labelled_legs_is_adopted_with_them(gateway):
+    plan = plan_for(gateway)  # placed by a run whose rows are gone
+    gateway.place_bracket(_request(plan))
+    report = _reconcile(gateway)
+    adopted = Bracket.objects.get(bracket_id=report.adopted[0])
+    assert adopted.stop_price == plan.stop_price
+    assert {o.label for o in adopted.orders.exclude(label="")} == {
+        f"tb-{plan.bracket_id}-sl",
+        f"tb-{plan.bracket_id}-tp",
+    }
+    assert len(engine(gateway).open_orders()) == 2  # nothing extra placed, nothing cancelled
+
+
+def test_an_open_bracket_that_lost_its_stop_gets_one(gateway):
+    from apps.orders.brackets import bracket_place
+
+    bracket = bracket_place(gateway=gateway, plan=plan_for(gateway))
+    stop = bracket.orders.get(role=OrderRole.STOP_LOSS)
+    gateway.on_loop(lambda: engine(gateway).cancel(stop.exchange_id))
+    report = _reconcile(gateway)
+    assert report.protected and report.protected[0].startswith(bracket.bracket_id)
+    stops = [o for o in engine(gateway).open_orders() if o.order_type == "stop_market"]
+    assert len(stops) == 1
+    assert stops[0].label == f"tb-{bracket.bracket_id}-sl"
+    assert report.open_bracket == bracket
+
+
+def test_nothing_to_do_records_nothing(gateway):
+    report = _reconcile(gateway)
+    assert report.as_dict()["open_bracket"] is None
+    assert not Event.objects.filter(kind="reconciled").exists()
