@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 
 from apps.monitoring.models import Event
+from apps.monitoring.testing import telegram  # noqa: F401 - the fake Bot API fixture
 from apps.orders.models import Bracket, BracketState, Trade
 from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.runner.loop import run_loop_forever
@@ -128,6 +129,7 @@ def test_an_exception_in_the_loop_is_error_with_context_and_stops():
     assert "equity unreadable" in run.error_message
     assert run.error_context["exception"] == "Boom"
     assert any("equity unreadable" in line for line in run.error_context["traceback"])
+    assert any("SIGNAL_DETECTED" in line for line in run.error_context["log"])  # the log lines
     assert Event.objects.filter(kind="run_error", level="error").exists()
     assert not positions(gateway)
     assert not open_orders(gateway)
@@ -238,3 +240,39 @@ def test_checkpoints_of_each_analysis_are_kept_for_the_page():
     stored = json.loads(redis_client().get(rkey(CHECKPOINTS_KEY)))
     assert stored["run_id"] == run.id
     assert {c["name"] for c in stored["checkpoints"]} >= {"flat", "next side"}
+
+
+def test_the_loop_trades_through_the_emulated_bracket_too():
+    run = make_run()
+    gateway = paper_gateway(linked=False)
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: exits(e) >= 1):
+        run_loop_forever(run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=60)
+    trade = Trade.objects.order_by("closed_at").first()
+    assert trade is not None
+    assert trade.bracket.linked is False
+    assert trade.exit_reason in ("stop_loss", "take_profit")
+
+
+@pytest.mark.django_db(transaction=True)  # the alert thread reads the settings on its own
+@pytest.mark.parametrize(
+    ("to", "reason", "words"),
+    [(RunState.ERROR, "exception", "boom"), (RunState.PAUSED, "disconnected", "socket gone")],
+)
+def test_error_and_pause_alert_over_telegram(
+    telegram,  # noqa: F811 - the fixture imported above
+    django_capture_on_commit_callbacks,
+    to,
+    reason,
+    words,
+):
+    from apps.monitoring.testing import configure_telegram
+    from apps.strategies.services import run_transition
+
+    configure_telegram(telegram)
+    run = make_run(state=RunState.ANALYZING)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_transition(run_id=run.id, to=to, reason=reason, message=words)
+    sent = telegram.wait_for_sent(1)
+    assert words in sent[0]["text"]
+    assert str(to) in sent[0]["text"]
