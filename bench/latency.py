@@ -12,8 +12,11 @@ moment the bracket service returned with the exchange's acknowledgement (the OTO
 reads of its two legs) and the rows written. The same values feed the Prometheus histogram
 ``tradebaas_candle_to_bracket_seconds`` (``metrics.CANDLE_TO_BRACKET``), whose count is printed too.
 
+``--no-page-push`` disconnects the page's post_save pushers (apps/web/live.py), which render the
+whole page state in a thread of the same process; the difference is their cost to the loop.
+
 Needs PostgreSQL and Redis (see bench/_stack.py). Usage:
-    .venv/bin/python bench/latency.py [-n 200] [--speed 600]
+    .venv/bin/python bench/latency.py [-n 200] [--speed 600] [--no-page-push]
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="brackets to time")
     parser.add_argument("--speed", type=float, default=600.0)
+    parser.add_argument(
+        "--no-page-push",
+        action="store_true",
+        help="disconnect apps.web.live's post_save page pushers (shows the runner's own cost)",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -64,8 +72,21 @@ def main() -> None:
             if time.monotonic() > deadline or sim.poll() is not None:
                 raise SystemExit(Path(sim.log_path).read_text())  # type: ignore[attr-defined]
             time.sleep(0.1)
+        if args.no_page_push:
+            _disconnect_page_push()
         samples = run(port, args.n)
     report(samples, args)
+
+
+def _disconnect_page_push() -> None:
+    from django.db.models.signals import post_save
+
+    from apps.brokers.models import BrokerAccount
+    from apps.orders.models import Bracket, Order, Trade
+    from apps.strategies.models import RunTransition, StrategyRun
+
+    for model in (StrategyRun, RunTransition, Bracket, Order, Trade, BrokerAccount):
+        post_save.disconnect(sender=model, dispatch_uid=f"web-live-{model.__name__}")
 
 
 def run(port: int, n: int) -> list[float]:
