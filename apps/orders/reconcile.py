@@ -93,6 +93,12 @@ def reconcile(
     # 2. open brackets: closed while away -> trade; open without a stop -> protect
     for bracket in mine.filter(state=BracketState.OPEN).order_by("id"):
         check = bracket_check(gateway, bracket)
+        if check.vanished and check.position_size == 0:
+            bracket.state = BracketState.FAILED
+            bracket.error = "none of its orders exists on the exchange any more"
+            bracket.save(update_fields=["state", "error", "updated_at"])
+            report.resolved.append(f"{bracket.bracket_id}:vanished")
+            continue
         if check.closed:
             trade = trade_record(
                 gateway, bracket, exit_reason=check.exit_reason, recorded_by="reconcile"

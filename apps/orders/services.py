@@ -37,16 +37,20 @@ class BracketCheck:
     position_size: Decimal
     stop_live: bool
     exit_reason: str = ""
+    vanished: bool = False  # none of its orders exists on the exchange (a fresh paper engine)
 
 
 def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
     """Refresh the legs' rows from the exchange and say whether the position is gone."""
     spec = instrument_spec(gateway, bracket.instrument)
     states: dict[str, Any] = {}
+    known = missing = 0
     for row in bracket.orders.exclude(exchange_id=""):
+        known += 1
         try:
             order = gateway.call("order_state", row.exchange_id)
         except NotFound:
+            missing += 1
             continue
         states[row.role] = order
         if row.status != order.state or row.filled_amount != order.filled_amount:
@@ -81,6 +85,7 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
         position_size=size,
         stop_live=stop_live,
         exit_reason=exit_reason,
+        vanished=known > 0 and missing == known,
     )
 
 

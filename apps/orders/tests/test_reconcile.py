@@ -159,3 +159,21 @@ def test_nothing_to_do_records_nothing(gateway):
     report = _reconcile(gateway)
     assert report.as_dict()["open_bracket"] is None
     assert not Event.objects.filter(kind="reconciled").exists()
+
+
+def test_a_bracket_whose_orders_vanished_no_longer_counts_as_open(gateway):
+    """A paper engine starts fresh after a restart: its old brackets are not open positions."""
+    from apps.orders.brackets import bracket_place
+    from apps.orders.selectors import open_position_exists
+
+    bracket = bracket_place(gateway=gateway, plan=plan_for(gateway))
+    fresh = BrokerGateway(FaultyPaperBroker(linked=True, warmup=5))
+    fresh.connect()
+    try:
+        report = reconcile(fresh, instrument=INSTRUMENT, run_id=None, account_id=None)
+    finally:
+        fresh.close()
+    bracket.refresh_from_db()
+    assert bracket.state == BracketState.FAILED
+    assert report.resolved == [f"{bracket.bracket_id}:vanished"]
+    assert not open_position_exists()
