@@ -177,3 +177,81 @@ def test_a_bracket_whose_orders_vanished_no_longer_counts_as_open(gateway):
     assert bracket.state == BracketState.FAILED
     assert report.resolved == [f"{bracket.bracket_id}:vanished"]
     assert not open_position_exists()
+
+
+def test_an_entry_found_without_its_legs_is_followed_and_its_position_protected(gateway):
+    plan = plan_for(gateway)
+    bracket = _unknown(gateway, plan)
+    gateway.call(  # only the entry made it (an emulated placement that died after one leg)
+        "place_order",
+        OrderRequest(
+            instrument=INSTRUMENT,
+            side=Side.BUY,
+            amount=plan.amount,
+            label=f"tb-{plan.bracket_id}-entry",
+        ),
+    )
+    report = _reconcile(gateway)
+    bracket.refresh_from_db()
+    assert report.resolved == [f"{plan.bracket_id}:entry_without_legs"]
+    assert bracket.state == BracketState.OPEN
+    assert report.protected and "stop placed" in report.protected[0]
+    assert [o.order_type for o in engine(gateway).open_orders()] == ["stop_market"]
+
+
+def test_an_entry_that_never_filled_is_failed_with_its_legs_cancelled(gateway):
+    last = gateway.call("ticker", INSTRUMENT).last_price
+    plan = BracketPlan(
+        instrument=INSTRUMENT,
+        side=Side.BUY,
+        amount=Decimal("1000"),
+        stop_price=(last * Decimal("0.5")).quantize(Decimal("1")),
+        take_profit_price=(last * Decimal("1.2")).quantize(Decimal("1")),
+        entry_type="limit",
+        entry_price=(last * Decimal("0.6")).quantize(Decimal("1")),
+    )
+    bracket = _unknown(gateway, plan)
+    result = gateway.place_bracket(plan.request())
+    gateway.call("cancel", result.entry.order_id)
+    report = _reconcile(gateway)
+    bracket.refresh_from_db()
+    assert report.resolved == [f"{plan.bracket_id}:not_filled"]
+    assert bracket.state == BracketState.FAILED
+    assert engine(gateway).open_orders() == []
+
+
+def test_policy_close_closes_an_unprotected_position_and_records_the_trade(gateway):
+    from apps.orders.brackets import bracket_place
+
+    bracket = bracket_place(gateway=gateway, plan=plan_for(gateway))
+    gateway.on_loop(lambda: engine(gateway).cancel_all())  # its stop and target are gone
+    report = _reconcile(gateway, policy="close")
+    assert engine(gateway).position(INSTRUMENT).size == 0
+    assert report.open_bracket is None
+    assert Trade.objects.get(bracket=bracket).recorded_by == "reconcile"
+
+
+def test_an_orphan_that_cannot_be_cancelled_is_a_critical_event(gateway):
+    from apps.orders.orphans import orphan_sweep_once
+
+    last = gateway.call("ticker", INSTRUMENT).last_price
+    stray = gateway.call(
+        "place_order",
+        OrderRequest(
+            instrument=INSTRUMENT,
+            side=Side.SELL,
+            amount=Decimal("100"),
+            order_type="stop_market",
+            label="tb-stuck-sl",
+            trigger_price=(last * Decimal("0.9")).quantize(Decimal("1")),
+            reduce_only=True,
+        ),
+    )
+    gateway.broker.inject("cancel", "fail")
+    done = orphan_sweep_once(gateway)
+    assert done["failed"] == [f"tb-stuck-sl:{stray.order_id}"]
+    event = Event.objects.get(kind="rollback_failed")
+    assert event.level == "critical" and stray.order_id in event.message
+    with pytest.raises(Exception, match="orphans could not be cancelled"):
+        gateway.broker.inject("cancel", "fail")
+        _reconcile(gateway)
