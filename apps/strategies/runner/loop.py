@@ -209,6 +209,7 @@ class Loop:
         self.next_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
         self.next_heartbeat = 0.0
         self.trade_misses = 0
+        self.offline = False  # disconnected, waiting for the broker's own auto-reconnect
         self.tail = _LogTail()
 
     # --- the whole life -----------------------------------------------------------------------
@@ -259,6 +260,17 @@ class Loop:
             self._error(exc)
             return "error"
 
+    def _comes_back(self) -> bool:
+        """The trader turned auto-reconnect on and the broker is (or was just) reconnecting."""
+        broker = self.gateway.broker
+        if not getattr(broker, "auto_reconnect", False):
+            return False
+        client = getattr(broker, "client", None)
+        return bool(getattr(client, "reconnecting", False)) or broker.state in (
+            ConnectionState.CONNECTED,
+            ConnectionState.CONNECTING,
+        )
+
     def _is_disconnect(self, exc: BaseException) -> bool:
         if isinstance(exc, ConnectionLost):
             return True
@@ -275,9 +287,9 @@ class Loop:
         if item is not None:
             self._handle(item)
         now = time.monotonic()
-        if self.bracket is not None and now >= self.next_position_check:
+        if self.bracket is not None and now >= self.next_position_check and not self.offline:
             self._follow_position()
-        if now >= self.next_sweep or self._sweep_requested():
+        if not self.offline and (now >= self.next_sweep or self._sweep_requested()):
             self.next_sweep = now + ORPHAN_SWEEP_SECONDS
             self.lock.check()
             orphan_sweep_once(self.gateway, run_id=self.run_id)
@@ -318,14 +330,34 @@ class Loop:
         if item.kind == "event":
             kind = getattr(item.payload, "kind", None)
             if kind is EventKind.DISCONNECTED:
-                raise ConnectionLost(f"broker disconnected: {item.payload.payload}")
-            if kind in (EventKind.FILL, EventKind.ORDER) and self.bracket is not None:
+                if not self._comes_back():
+                    raise ConnectionLost(f"broker disconnected: {item.payload.payload}")
+                self.offline = True
+                event_record(
+                    kind="broker_disconnect",
+                    message=f"Broker connection lost ({item.payload.payload}); auto-reconnect is "
+                    "on: no order until it is back and reconciled",
+                    level="warning",
+                    run_id=self.run_id,
+                    alert=True,
+                )
+            elif kind is EventKind.RECONNECTED:
+                self._reconcile()  # what filled or closed while we were away, first
+                self.offline = False
+                event_record(
+                    kind="broker_reconnected",
+                    message=f"Broker reconnected (attempt {item.payload.payload}); reconciled",
+                    run_id=self.run_id,
+                )
+            elif kind in (EventKind.FILL, EventKind.ORDER) and self.bracket is not None:
                 self.next_position_check = 0.0
             return
         candle: Candle = item.payload
         if self.window and candle.open_time_ms <= self.window[-1].open_time_ms:
             return
         self.window.append(candle)
+        if self.offline:
+            return
         if self.bracket is not None:
             self._follow_position()
             return

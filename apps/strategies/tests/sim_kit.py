@@ -23,7 +23,9 @@ def sim_options() -> dict:
     return {**SIM_OPTIONS, "candles": load_candles(SAMPLE_CANDLES)}
 
 
-def deribit_gateway(sim: RunningSim, *, timeout: float = 2.0) -> BrokerGateway:
+def deribit_gateway(
+    sim: RunningSim, *, timeout: float = 2.0, auto_reconnect: bool = False
+) -> BrokerGateway:
     broker = DeribitBroker(
         sim.client_id,
         sim.client_secret,
@@ -32,6 +34,9 @@ def deribit_gateway(sim: RunningSim, *, timeout: float = 2.0) -> BrokerGateway:
         order_timeout=timeout,
         heartbeat_interval=None,
         currencies=("BTC",),
+        auto_reconnect=auto_reconnect,
+        reconnect_base_delay=0.05,
+        reconnect_max_delay=0.2,
     )
     return BrokerGateway(broker, timeout=max(30.0, timeout * 4))
 

@@ -158,3 +158,30 @@ def test_recovery_adopts_protects_and_records_what_happened_while_down(sim):
     assert not orphans(sim)
     run.refresh_from_db()
     assert run.state == RunState.ANALYZING
+
+
+def test_with_auto_reconnect_on_the_loop_waits_reconciles_and_trades_on(sim):
+    from apps.monitoring.models import Event
+
+    run = make_run()
+    gateway = deribit_gateway(sim, auto_reconnect=True)
+    stop = threading.Event()
+
+    def drop(step: int) -> None:
+        if step in (3, 12):
+            sim.drop_connections()
+
+    with SimDriver(sim, stop, before_step=drop, until=lambda: closed_legs(sim) >= 2, limit=200):
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=90
+        )
+    assert outcome == "shutdown", outcome
+    run.refresh_from_db()
+    assert run.state != RunState.PAUSED
+    assert Event.objects.filter(kind="broker_disconnect").count() >= 1
+    assert Event.objects.filter(kind="broker_reconnected").count() >= 1
+    assert Trade.objects.count() >= 1
+    assert not orphans(sim)
+    assert not unprotected(sim)
+    counts = [o.label for o in entries(sim)]
+    assert len(counts) == len(set(counts))
