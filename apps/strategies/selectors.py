@@ -66,7 +66,22 @@ def run_status(run: StrategyRun | None = None) -> dict[str, Any]:
             ],
         },
         "bracket": bracket,
+        "analysis": run_checkpoints() if run.is_active else None,
     }
+
+
+def run_checkpoints() -> dict[str, Any] | None:
+    """What the strategy looked at in its last analysis (stored by the loop for the page)."""
+    import json
+
+    from apps.strategies.runner.loop import CHECKPOINTS_KEY
+    from tradebaas.redis import redis_client, rkey
+
+    try:
+        raw = redis_client().get(rkey(CHECKPOINTS_KEY))
+    except Exception:
+        return None
+    return json.loads(raw) if raw else None
 
 
 def events(*, run_id: int | None = None, kind: str | None = None, limit: int = 100):

@@ -229,9 +229,15 @@ def test_a_refused_size_is_not_traded_and_analysis_goes_on():
 def test_checkpoints_of_each_analysis_are_kept_for_the_page():
     import json
 
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
     from apps.strategies.runner.loop import CHECKPOINTS_KEY
     from tradebaas.redis import redis_client, rkey
 
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("live", channel)
     run = make_run()
     gateway = paper_gateway()
     stop = threading.Event()
@@ -240,6 +246,25 @@ def test_checkpoints_of_each_analysis_are_kept_for_the_page():
     stored = json.loads(redis_client().get(rkey(CHECKPOINTS_KEY)))
     assert stored["run_id"] == run.id
     assert {c["name"] for c in stored["checkpoints"]} >= {"flat", "next side"}
+    from apps.strategies.selectors import run_status
+
+    assert run_status()["analysis"]["run_id"] == run.id
+
+    # and each analysis went to the open pages as a fragment
+    async def drain() -> list[str]:
+        import asyncio
+
+        out: list[str] = []
+        while len(out) < 500:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), 1.0)
+            except TimeoutError:
+                break
+            out.append(message.get("html", ""))
+        return out
+
+    pushed = async_to_sync(drain)()
+    assert any('id="run-checkpoints"' in html and "next side" in html for html in pushed)
 
 
 def test_the_loop_trades_through_the_emulated_bracket_too():
