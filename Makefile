@@ -10,16 +10,24 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test lint format check-deploy check-deploy-ci vendor bench clean
 
-$(VENV)/.installed: requirements/base.txt requirements/test.txt
+$(VENV)/.created:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip wheel
+	touch $@
+
+# What the app needs to run, and on top of it what the tests and benchmarks need.
+$(VENV)/.installed-base: $(VENV)/.created requirements/base.txt
+	$(PIP) install --quiet -r requirements/base.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-base requirements/test.txt
 	$(PIP) install --quiet -r requirements/test.txt
 	touch $@
 
 install: $(VENV)/.installed
 
-run: install
+run: $(VENV)/.installed-base
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_operator
 	PORT=$(PORT) $(PY) -m tradebaas.supervisor --port $(PORT)

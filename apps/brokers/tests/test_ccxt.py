@@ -38,37 +38,13 @@ async def _missing_methods(sim) -> list[str]:
     return missing
 
 
-def _shim_market_loading(broker: CcxtBroker) -> None:
-    """Load markets per currency, skipping public/get_currencies (see the strict test)."""
-    exchange = broker.exchange
-    exchange.has["fetchCurrencies"] = False
-    original = exchange.publicGetGetInstruments
-
-    async def per_currency(params=None):
-        params = dict(params or {})
-        if "currency" in params:
-            return await original(params)
-        merged = None
-        for currency in ("BTC", "ETH", "USDC"):
-            answer = await original({**params, "currency": currency})
-            if merged is None:
-                merged = answer
-            else:
-                merged["result"] += answer["result"]
-        return merged
-
-    exchange.publicGetGetInstruments = per_currency
-
-
 def _broker(sim, secret: str = CLIENT_SECRET) -> CcxtBroker:
     return CcxtBroker(CLIENT_ID, secret, broker_id="deribit", api_url=sim.http_url)
 
 
 async def test_ccxt_deribit_loads_markets_from_the_simulator_unpatched():
     async with running_deribit_sim(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
-        missing = await _missing_methods(sim)
-        if missing:
-            pytest.xfail("simulator HTTP lacks what ccxt calls: " + "; ".join(missing))
+        assert await _missing_methods(sim) == []
         broker = _broker(sim)
         await broker.connect()
         try:
@@ -81,7 +57,6 @@ async def test_ccxt_deribit_loads_markets_from_the_simulator_unpatched():
 async def test_ccxt_order_lifecycle_against_the_simulator():
     async with running_deribit_sim(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
         broker = _broker(sim)
-        _shim_market_loading(broker)
         await broker.connect()
         assert broker.state is ConnectionState.CONNECTED
         try:
@@ -159,7 +134,6 @@ async def test_wrong_secret_is_authentication_failed_without_the_secret():
     async with running_deribit_sim(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as sim:
         wrong = "wrong-ccxt-secret-9090"
         broker = _broker(sim, secret=wrong)
-        _shim_market_loading(broker)
         with pytest.raises(AuthenticationFailed) as excinfo:
             await broker.connect()
         assert wrong not in str(excinfo.value) and CLIENT_ID not in str(excinfo.value)
@@ -220,7 +194,6 @@ async def test_events_are_polled_order_changes_and_end_on_disconnect():
         broker = CcxtBroker(
             CLIENT_ID, CLIENT_SECRET, broker_id="deribit", api_url=sim.http_url, poll_interval=0.1
         )
-        _shim_market_loading(broker)
         await broker.connect()
         stream = broker.events()
         first = asyncio.ensure_future(stream.__anext__())
