@@ -151,8 +151,10 @@ def report(samples: list[float], args: argparse.Namespace) -> None:
         ),
         0,
     )
+    push = "off (--no-page-push)" if args.no_page_push else "on (as deployed)"
     print(
-        f"candle close -> linked bracket acknowledged, loopback Deribit simulator, speed {args.speed:g}x"
+        "candle close -> linked bracket acknowledged, loopback Deribit simulator, "
+        f"speed {args.speed:g}x, page push {push}"
     )
     print(f"  brackets timed      {len(ms)}")
     print(f"  p50                 {percentile(ms, 50):.2f} ms")
