@@ -19,6 +19,7 @@ from collections import Counter
 
 import psutil
 import pytest
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from apps.brokers.models import BrokerAccount
@@ -38,6 +39,13 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("real worker processes and 100 concurrent writers need PostgreSQL")
+
 
 KILLS = 50
 WHOLE_WORKER_KILLS = {17, 34}  # these cycles kill the worker's main process too (and restart it)
