@@ -12,11 +12,11 @@ from django.core.exceptions import ValidationError
 
 from apps.brokers.base import Side
 from apps.brokers.services import BrokerServiceError, active_broker_equity, instrument_spec
+from apps.monitoring import chart
 from apps.risk.models import RiskMode, RiskSettings
 from apps.risk.services import risk_settings_get, risk_settings_update
 from apps.risk.sizing import SizingRefused, size_position
 
-from . import chart
 from .backtests import SAMPLE_DIR
 from .models import TraderPreferences
 

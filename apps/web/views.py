@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.brokers.services import instrument_specs
+from apps.monitoring import chart
 from apps.strategies import registry
 from apps.strategies.base import ParamError
 from apps.strategies.services import (
@@ -22,7 +23,7 @@ from apps.strategies.services import (
     run_stop,
 )
 
-from . import chart, preferences
+from . import preferences
 from .state import page_state, recent_events
 
 
@@ -236,7 +237,7 @@ def settings_notifications(request: HttpRequest) -> HttpResponse:
 @require_POST
 def kill_switch(request: HttpRequest) -> HttpResponse:
     """Stop the run, cancel every order that protects no position, optionally close it."""
-    from .actions import ActionFailed, kill_switch_execute
+    from apps.orders.manual import ActionFailed, kill_switch_execute
 
     close = request.POST.get("close_position") == "1"
     try:
@@ -250,7 +251,7 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def position_close(request: HttpRequest) -> HttpResponse:
-    from .actions import ActionFailed, position_close_execute
+    from apps.orders.manual import ActionFailed, position_close_execute
 
     try:
         report = position_close_execute(user=request.user)

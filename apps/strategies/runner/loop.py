@@ -42,7 +42,7 @@ from apps.brokers.base import (
     EventKind,
     Side,
 )
-from apps.monitoring import metrics
+from apps.monitoring import chart, metrics
 from apps.monitoring.events import event_record
 from apps.monitoring.live import live_push
 from apps.monitoring.logging import log_context
@@ -54,6 +54,7 @@ from apps.orders.brackets import (
     instrument_spec,
 )
 from apps.orders.gateway import BrokerGateway, StreamItem
+from apps.orders.manual import drain_commands, manual_commands_waiting
 from apps.orders.models import Bracket, Trade
 from apps.orders.orphans import orphan_sweep_once
 from apps.orders.reconcile import reconcile
@@ -289,10 +290,18 @@ class Loop:
         now = time.monotonic()
         if self.bracket is not None and now >= self.next_position_check and not self.offline:
             self._follow_position()
+        if not self.offline and manual_commands_waiting():
+            self.lock.check()  # a manual close sends orders: only the lock holder may
+            drain_commands(self.gateway.call, settle=self._settle_manual_close)
         if not self.offline and (now >= self.next_sweep or self._sweep_requested()):
             self.next_sweep = now + ORPHAN_SWEEP_SECONDS
             self.lock.check()
             orphan_sweep_once(self.gateway, run_id=self.run_id)
+
+    def _settle_manual_close(self) -> None:
+        """After a manual close: record the trade now, before the run stops."""
+        if self.bracket is not None:
+            self._follow_position()
 
     def _keepalive(self) -> None:
         if self.stop.is_set():
@@ -356,13 +365,15 @@ class Loop:
         if self.window and candle.open_time_ms <= self.window[-1].open_time_ms:
             return
         self.window.append(candle)
-        if self.offline:
-            return
-        if self.bracket is not None:
-            self._follow_position()
-            return
-        if self.state is RunState.ANALYZING:
-            self._analyze(item.received)
+        try:
+            if self.offline:
+                return
+            if self.bracket is not None:
+                self._follow_position()
+            elif self.state is RunState.ANALYZING:
+                self._analyze(item.received)
+        finally:  # after the decision: the chart never delays a bracket
+            chart.record_candles(self.run_row.instrument, [candle])
 
     # --- transitions ---------------------------------------------------------------------------
 
@@ -485,9 +496,9 @@ class Loop:
         except (BrokerError, TimeoutError, NotImplementedError) as exc:
             log.warning("run %s: no candle history (%s); warming up live", self.run_id, exc)
             return
-        for candle in history:
-            if candle.open_time_ms + tf_ms <= now_ms:
-                self.window.append(candle)
+        closed = [candle for candle in history if candle.open_time_ms + tf_ms <= now_ms]
+        self.window.extend(closed)
+        chart.record_candles(self.run_row.instrument, closed, push=False)
 
     # --- analysing and entering ----------------------------------------------------------------
 

@@ -90,7 +90,7 @@ def test_login_broker_credentials_masked_test_connection_and_preview(
     page.keyboard.press("Escape")
 
     # Strategy card: pick MA cross, 5 % risk, see the preview.
-    page.select_option("#id_strategy", "ma_cross")
+    choose_strategy(page, "ma_cross")
     page.wait_for_selector("#id_param_fast")
     page.select_option("#id_risk_mode", "percent")
     page.fill("#id_risk_value", "5")
@@ -119,8 +119,15 @@ SAMPLE = str(
 )
 
 
+def choose_strategy(page, strategy_id: str) -> None:
+    """Pick a strategy and wait until its parameter fields have arrived (they replace the old)."""
+    with page.expect_response(lambda r: "/web/strategy/params" in r.url):
+        page.select_option("#id_strategy", strategy_id)
+    page.wait_for_load_state("networkidle")
+
+
 def start_fast_test(page, *, stop_pct: str = "5", take_pct: str = "5") -> None:
-    page.select_option("#id_strategy", "fast_test")
+    choose_strategy(page, "fast_test")
     page.wait_for_selector("#id_param_stop_loss_pct")
     page.fill("#id_param_stop_loss_pct", stop_pct)
     page.fill("#id_param_take_profit_pct", take_pct)
@@ -239,3 +246,41 @@ def test_a_dropped_broker_connection_shows_disconnected_and_reconnect(
     assert page.locator("#run-state[data-state=PAUSED]").count() == 1
     page.wait_for_selector("#resume-button:not([disabled])", timeout=10000)
     shot(page, artifacts_dir, "15-reconnected")
+
+
+def test_close_position_then_kill_switch_on_a_paper_run(
+    browser, paper_stack, trader, artifacts_dir
+):
+    from apps.orders.models import Trade
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    login(page, paper_stack.url, "walker", PASSWORD)
+    page.wait_for_selector('body[data-live="up"]')
+    start_fast_test(page)
+    page.wait_for_selector("#position-card[data-has-position=yes]", timeout=30000)
+    # the chart gets the loop's candles
+    page.wait_for_function(
+        "Number(document.body.dataset.chartCandles || 0) > 0 || "
+        "document.querySelector('#chart-candle[data-candle]') !== null",
+        timeout=20000,
+    )
+    page.click("#close-position")
+    page.click("#close-confirm")
+    page.wait_for_selector("#close-result .ok, #action-result.ok", timeout=30000)
+    assert "Closed BTC-PERPETUAL" in page.inner_text("#close-result")
+    page.keyboard.press("Escape")
+    # the loop sees the position gone, records the trade from the fills, and analyses again
+    page.wait_for_selector(
+        "#run-state[data-state=ANALYZING], #run-state[data-state=POSITION_OPEN]", timeout=30000
+    )
+    assert Trade.objects.count() >= 1
+    shot(page, artifacts_dir, "16-closed-by-hand")
+    page.click("#kill-switch")
+    page.check("#kill-close-position")
+    page.click("#kill-confirm")
+    page.wait_for_selector("#kill-result #action-result.ok", timeout=40000)
+    assert "stopped" in page.inner_text("#kill-result")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#run-state[data-state=STOPPED]", timeout=15000)
+    page.wait_for_selector("#position-card[data-has-position=no]", timeout=30000)
+    shot(page, artifacts_dir, "17-kill-switch")

@@ -1,4 +1,4 @@
-"""The page's emergency actions: the kill switch and close-position.
+"""Manual actions on the exchange: the kill switch and close-position (from the page).
 
 They act on the exchange, so they run where the broker connection lives: inside the strategy
 loop when one is running (a command list in Redis that the loop drains every pass), otherwise
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 COMMANDS_KEY = "runner:commands"
 RESULT_TTL = 120
 WAIT_SECONDS = 20
+LOOP_WAIT_SECONDS = 5  # a loop drains its commands every pass (about a second)
 
 
 class ActionFailed(Exception):
@@ -43,13 +44,17 @@ def dispatch(command: dict[str, Any]) -> str:
     """Hand a command to whoever holds the broker connection and wait for its report."""
     command = {**command, "id": uuid.uuid4().hex}
     client = redis_client()
+    result = None
     if _loop_alive():
-        client.rpush(rkey(COMMANDS_KEY), json.dumps(command))
-        answer = client.blpop([rkey(f"runner:result:{command['id']}")], timeout=WAIT_SECONDS)
-        if answer is None:
-            raise ActionFailed("The strategy loop did not answer in time; check the events list.")
-        result = json.loads(answer[1])
-    else:
+        raw = json.dumps(command)
+        client.rpush(rkey(COMMANDS_KEY), raw)
+        answer = client.blpop([rkey(f"runner:result:{command['id']}")], timeout=LOOP_WAIT_SECONDS)
+        if answer is not None:
+            result = json.loads(answer[1])
+        elif not client.lrem(rkey(COMMANDS_KEY), 1, raw):
+            # the loop took it and is still working on it: do not do it a second time
+            raise ActionFailed("The strategy loop is still carrying it out; check the events list.")
+    if result is None:  # no loop (or it ended before taking the command): the runner worker
         try:
             result = execute_on_runner.apply_async(args=[command], queue="runner").get(
                 timeout=WAIT_SECONDS
@@ -61,13 +66,31 @@ def dispatch(command: dict[str, Any]) -> str:
     return result["message"]
 
 
-def drain_commands(call: Callable[..., Any]) -> int:
-    """Run every queued command with ``call(method, *args)`` (the loop's broker); returns how many."""
+def manual_commands_waiting() -> bool:
+    try:
+        return bool(redis_client().llen(rkey(COMMANDS_KEY)))
+    except Exception:
+        return False
+
+
+def drain_commands(call: Callable[..., Any], *, settle: Callable[[], None] | None = None) -> int:
+    """Run every queued command with ``call(method, *args)`` (the loop's broker); returns how many.
+
+    A command that also stops the run (the kill switch) calls ``settle`` between the exchange
+    work and the stop, so the loop records the trade it just closed while the run is active.
+    """
     client = redis_client()
     done = 0
     while raw := client.lpop(rkey(COMMANDS_KEY)):
         command = json.loads(raw)
         result = perform(call, command)
+        if command.get("stop_run"):
+            if result.get("ok") and settle is not None:
+                try:
+                    settle()
+                except Exception:  # the stop below matters more than the bookkeeping
+                    log.exception("kill switch: settling the closed position failed")
+            result["message"] = _stop_active_run(command.get("by", "")) + result["message"]
         client.rpush(rkey(f"runner:result:{command['id']}"), json.dumps(result))
         client.expire(rkey(f"runner:result:{command['id']}"), RESULT_TTL)
         done += 1
@@ -122,17 +145,31 @@ def perform(call: Callable[..., Any], command: dict[str, Any]) -> dict[str, Any]
         return {"ok": False, "message": f"{action} failed: {exc}"}
 
 
-@shared_task(name="apps.web.actions.execute_on_runner")
+def _stop_active_run(username: str) -> str:
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(username=username).first() if username else None
+    try:
+        run = run_stop(user=user, reason="kill switch")
+    except RunConflict:
+        return "No strategy was running. "
+    return f"Run {run.pk} stopped. "
+
+
+@shared_task(name="apps.orders.manual.execute_on_runner")
 def execute_on_runner(command: dict[str, Any]) -> dict[str, Any]:
     """No loop runs: connect to the active broker here, do the command, disconnect."""
     from apps.brokers.selectors import active_account
     from apps.brokers.services import broker_build
     from apps.orders.gateway import BrokerGateway
 
+    stopped = _stop_active_run(command.get("by", "")) if command.get("stop_run") else ""
     gateway = BrokerGateway(broker_build(account=active_account()), timeout=15)
     try:
         gateway.call("connect")
-        return perform(gateway.call, command)
+        result = perform(gateway.call, command)
+        result["message"] = stopped + result["message"]
+        return result
     finally:
         try:
             gateway.call("disconnect")
@@ -141,14 +178,24 @@ def execute_on_runner(command: dict[str, Any]) -> dict[str, Any]:
 
 
 def kill_switch_execute(*, user, close_position: bool) -> str:
+    """Stop the run and clean the account. With a loop running, the loop does both in one
+    pass (exchange first, then the run), so no new candle can slip a bracket in between; the
+    paper exchange also lives only in that loop."""
+
+    actor = user.get_username() if getattr(user, "pk", None) else ""
+    command = {"action": "kill", "close_position": close_position, "stop_run": True, "by": actor}
+    if _loop_alive():
+        try:
+            return dispatch(command)
+        except ActionFailed:
+            log.warning("kill switch: the loop did not carry it out; stopping the run from here")
     stopped = "No strategy was running."
     try:
         run = run_stop(user=user, reason="kill switch")
         stopped = f"Run {run.pk} stopped."
     except RunConflict:
         pass
-    report = dispatch({"action": "kill", "close_position": close_position})
-    return f"{stopped} {report}"
+    return f"{stopped} {dispatch({**command, 'stop_run': False})}"
 
 
 def position_close_execute(*, user) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 
-from django.template.loader import render_to_string
+from django.utils.html import format_html
 
 from apps.brokers.base import Candle
-from apps.monitoring.live import live_push
 from tradebaas.redis import redis_client, rkey
+
+from .live import live_push
 
 log = logging.getLogger(__name__)
 KEEP = 500
@@ -45,11 +46,14 @@ def record_candles(instrument: str, candles: list[Candle], *, push: bool = True)
         pipe.ltrim(_key(instrument), -KEEP, -1)
         pipe.execute()
         if push:
-            html = render_to_string(
-                "web/partials/chart_candle.html",
-                {"instrument": instrument, "candle": json.dumps(_as_point(candles[-1]))},
+            live_push(
+                format_html(
+                    '<template id="chart-candle" hx-swap-oob="true" data-instrument="{}" '
+                    "data-candle='{}'></template>",
+                    instrument,
+                    json.dumps(_as_point(candles[-1])),
+                )
             )
-            live_push(html)
     except Exception:
         log.warning("chart candle not recorded", exc_info=True)
 

@@ -1,0 +1,105 @@
+"""Manual actions on the exchange: the kill switch keeps a position's protection unless it
+closes the position, cancels what protects nothing, and reports what it did."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from apps.brokers.base import OrderRequest, Side
+from apps.monitoring.models import Event
+from apps.orders import manual
+from apps.orders.brackets import bracket_place
+from apps.orders.gateway import BrokerGateway
+from apps.orders.tests.faulty import FaultyPaperBroker
+from apps.orders.tests.test_brackets import INSTRUMENT, live_orders, plan_for, position_size
+from apps.strategies.models import StrategyRun
+from apps.strategies.services import run_start
+from tradebaas.redis import redis_client, rkey
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def make_gateway():
+    made: list[BrokerGateway] = []
+
+    def make() -> BrokerGateway:
+        gateway = BrokerGateway(FaultyPaperBroker(linked=True, warmup=5))
+        gateway.connect()
+        made.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in made:
+        gateway.close()
+
+
+def _stray_limit(gateway) -> None:
+    gateway.call(
+        "place_order",
+        OrderRequest(
+            INSTRUMENT,
+            Side.BUY,
+            Decimal("100"),
+            "limit",
+            label="manual-stray",
+            price=Decimal("1000"),
+        ),
+    )
+
+
+def test_kill_without_closing_keeps_the_stop_and_target_and_cancels_the_rest(make_gateway):
+    gateway = make_gateway()
+    bracket_place(gateway=gateway, plan=plan_for(gateway))
+    _stray_limit(gateway)
+    result = manual.perform(gateway.call, {"action": "kill", "close_position": False})
+    assert result["ok"], result
+    labels = sorted(o.label for o in live_orders(gateway))
+    assert len(labels) == 2 and all(label.endswith(("-sl", "-tp")) for label in labels)
+    assert position_size(gateway) != 0
+    assert "Kept 2 order(s)" in result["message"]
+    assert Event.objects.filter(kind="manual.kill").exists()
+
+
+def test_kill_with_closing_leaves_nothing(make_gateway):
+    gateway = make_gateway()
+    bracket_place(gateway=gateway, plan=plan_for(gateway))
+    _stray_limit(gateway)
+    result = manual.perform(gateway.call, {"action": "kill", "close_position": True})
+    assert result["ok"], result
+    assert live_orders(gateway) == [] and position_size(gateway) == 0
+
+
+def test_close_position_without_a_position_says_so(make_gateway):
+    gateway = make_gateway()
+    result = manual.perform(gateway.call, {"action": "close_position"})
+    assert not result["ok"] and "no open position" in result["message"]
+
+
+def test_the_loop_drains_a_kill_settles_then_stops_the_run(
+    make_gateway, django_capture_on_commit_callbacks
+):
+    gateway = make_gateway()
+    with django_capture_on_commit_callbacks(execute=False):
+        run = run_start(strategy="fast_test", params={}, instrument=INSTRUMENT)
+    bracket_place(gateway=gateway, plan=plan_for(gateway))
+    redis_client().rpush(
+        rkey(manual.COMMANDS_KEY),
+        '{"id": "k1", "action": "kill", "close_position": true, "stop_run": true}',
+    )
+    settled = []
+    assert manual.manual_commands_waiting()
+    assert (
+        manual.drain_commands(
+            gateway.call,
+            settle=lambda: settled.append(StrategyRun.objects.get(pk=run.pk).is_active),
+        )
+        == 1
+    )
+    assert settled == [True]  # the trade is recorded while the run is still active
+    run.refresh_from_db()
+    assert not run.is_active
+    answer = redis_client().lpop(rkey("runner:result:k1"))
+    assert b"stopped" in answer and position_size(gateway) == 0
