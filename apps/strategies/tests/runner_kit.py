@@ -67,7 +67,12 @@ class Driver:
 
     def _drive(self) -> None:
         try:
-            time.sleep(0.3)  # let the loop connect and reconcile
+            # candles only matter once the loop listens (it subscribes after reconciling)
+            deadline = time.monotonic() + 15
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                if self.gateway.on_loop(lambda: bool(self.gateway.broker._candle_queues)):
+                    break
+                time.sleep(0.01)
             while not self.stop.is_set() and self.steps < self.limit:
                 engine = self.gateway.broker.engine
                 if self.gateway.on_loop(lambda: self.until(engine)):

@@ -8,6 +8,7 @@ close. The loop runs in the test's thread (same database transaction).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -88,6 +89,19 @@ def orphans(sim: RunningSim, instrument: str = "BTC-PERPETUAL") -> list:
     return [o for o in orders if o.label.endswith(("-sl", "-tp"))]
 
 
+def chart_subscribed(sim: RunningSim) -> bool:
+    """Whether some client listens to a candle channel (the loop's stream is up)."""
+
+    def check() -> bool:
+        return any(
+            channel.startswith("chart.trades.")
+            for session in sim.server.sessions
+            for channel in session.subscriptions
+        )
+
+    return sim.call(check)
+
+
 class SimDriver:
     """Steps the simulator's market from a thread until ``until()`` or ``limit`` steps."""
 
@@ -125,7 +139,12 @@ class SimDriver:
 
     def _drive(self) -> None:
         try:
-            self.stop.wait(self.startup)
+            # candles only matter once the loop listens (it subscribes after reconciling)
+            deadline = time.monotonic() + max(self.startup, 15.0)
+            while not self.stop.is_set() and not chart_subscribed(self.sim):
+                if time.monotonic() > deadline:
+                    break
+                self.stop.wait(0.01)
             while not self.stop.is_set() and self.steps < self.limit:
                 if self.until():
                     break

@@ -43,6 +43,23 @@ WAITING = {RunState.ERROR, RunState.PAUSED}
 RESOLVED = {RunState.POSITION_OPEN}
 
 
+# Scenarios whose fault meets the bracket request itself (the others meet the reads of the
+# reconcile or the pre-flight that come before it).
+AT_THE_BRACKET = {
+    "drop before primary",
+    "drop after primary",
+    "drop before stop leg",
+    "drop after stop leg",
+    "drop before take leg",
+    "drop after take leg",
+    "reject primary",
+    "reject stop leg",
+    "reject take leg",
+    "answer delayed past the timeout",
+    "delayed, then the lookup by label dropped",
+}
+
+
 def _scenarios():
     return [
         ("drop before primary", lambda f: f.drop_on_next_order("before", "primary"), WAITING),
@@ -127,6 +144,7 @@ def test_100_brackets_with_a_fault_at_every_step_leave_nothing_unsafe():
         for round_no in range(ROUNDS):
             name, inject, allowed = scenarios[round_no % len(scenarios)]
             _prepare_round(sim, run)
+            brackets_before = Bracket.objects.count()
             inject(sim.faults)
             gateway = deribit_gateway(sim, timeout=TIMEOUT)
             stop = threading.Event()
@@ -143,6 +161,8 @@ def test_100_brackets_with_a_fault_at_every_step_leave_nothing_unsafe():
             assert not unprotected(sim), f"{where}: a position without a stop"
             assert not _duplicates(sim), f"{where}: an entry sent twice {_duplicates(sim)}"
             assert run.state in allowed, where
+            if name in AT_THE_BRACKET:  # the fault met the bracket itself, not the reconcile
+                assert Bracket.objects.count() > brackets_before, where
             if run.state == RunState.POSITION_OPEN and position_size(sim) != 0:
                 # one complete, protected set (the position may also have closed on the last
                 # candle before the loop stopped: the next reconcile records that trade)
