@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery import shared_task
-
 from apps.brokers.base import Order, Position
 from apps.monitoring.events import event_record
 from apps.strategies.services import RunConflict, run_stop
@@ -56,7 +54,9 @@ def dispatch(command: dict[str, Any]) -> str:
             raise ActionFailed("The strategy loop is still carrying it out; check the events list.")
     if result is None:  # no loop (or it ended before taking the command): the runner worker
         try:
-            result = execute_on_runner.apply_async(args=[command], queue="runner").get(
+            from apps.orders.tasks import manual_command
+
+            result = manual_command.apply_async(args=[command], queue="runner").get(
                 timeout=WAIT_SECONDS
             )
         except Exception as exc:
@@ -156,9 +156,10 @@ def _stop_active_run(username: str) -> str:
     return f"Run {run.pk} stopped. "
 
 
-@shared_task(name="apps.orders.manual.execute_on_runner")
-def execute_on_runner(command: dict[str, Any]) -> dict[str, Any]:
-    """No loop runs: connect to the active broker here, do the command, disconnect."""
+def execute_here(command: dict[str, Any]) -> dict[str, Any]:
+    """No loop runs: connect to the active broker here, do the command, disconnect.
+
+    Runs as ``apps.orders.tasks.manual_command`` on the runner queue."""
     from apps.brokers.selectors import active_account
     from apps.brokers.services import broker_build
     from apps.orders.gateway import BrokerGateway

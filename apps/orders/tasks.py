@@ -35,3 +35,11 @@ def orphan_sweep() -> dict:
         gateway.close()
     log.info("orphan sweep: %s", result)
     return result
+
+
+@shared_task(name="apps.orders.tasks.manual_command")
+def manual_command(command: dict) -> dict:
+    """A kill switch / close-position when no loop holds the broker (see apps.orders.manual)."""
+    from apps.orders.manual import execute_here
+
+    return execute_here(command)

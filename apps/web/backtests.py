@@ -8,7 +8,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
@@ -115,6 +114,8 @@ def start_from_form(data, *, user) -> tuple[dict[str, Any], dict[str, str], Back
         risk_value=risk_value,
         equity=equity,
     )
+    from .tasks import backtest_job_run
+
     transaction.on_commit(lambda: backtest_job_run.delay(job.pk))
     return form, {}, job
 
@@ -130,8 +131,7 @@ def job_view(job: BacktestJob) -> dict[str, Any]:
     }
 
 
-@shared_task(name="apps.web.backtests.backtest_job_run")
-def backtest_job_run(job_id: int) -> str:
+def run_job(job_id: int) -> str:
     from apps.strategies.backtest import BacktestConfig, BacktestError, run_backtest
     from apps.strategies.backtest_report import plot_equity
     from apps.strategies.candle_csv import load_csv

@@ -103,3 +103,42 @@ def test_the_loop_drains_a_kill_settles_then_stops_the_run(
     assert not run.is_active
     answer = redis_client().lpop(rkey("runner:result:k1"))
     assert b"stopped" in answer and position_size(gateway) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_kill_switch_without_a_loop_runs_on_the_runner_worker(tmp_path, settings):
+    """No run is active: the runner worker connects to the account and cleans it."""
+    from apps.brokers.deribit import DeribitBroker
+    from apps.brokers.models import BrokerAccount
+    from apps.brokers.simulator.testing import deribit_sim_thread
+    from apps.orders.brackets import BracketPlan
+    from tradebaas.testing import celery_argv, child_env, running_process
+
+    with deribit_sim_thread(speed=None) as sim:
+        settings.TRADEBAAS_DERIBIT_URL = sim.ws_url
+        account = BrokerAccount(broker="deribit", testnet=True, is_active=True, state="connected")
+        account.set_credentials(api_key=sim.client_id, api_secret=sim.client_secret)
+        account.save()
+        gateway = BrokerGateway(DeribitBroker(sim.client_id, sim.client_secret, url=sim.ws_url))
+        try:
+            gateway.connect()
+            last = gateway.call("ticker", INSTRUMENT).last_price
+            plan = BracketPlan(
+                instrument=INSTRUMENT,
+                side=Side.BUY,
+                amount=Decimal("100"),
+                stop_price=(last * Decimal("0.95") / 2).to_integral_value() * 2,
+                take_profit_price=(last * Decimal("1.05") / 2).to_integral_value() * 2,
+            )
+            bracket_place(gateway=gateway, plan=plan)
+        finally:
+            gateway.close()
+        assert sim.state()["open_orders"]
+        env = child_env(TRADEBAAS_DERIBIT_URL=sim.ws_url)
+        with running_process(celery_argv("runner", "manual-runner"), env, tmp_path / "runner.log"):
+            report = manual.kill_switch_execute(user=None, close_position=True)
+        assert "Closed BTC-PERPETUAL" in report, report
+        state = sim.state()
+        assert state["open_orders"] == []
+        assert all(Decimal(str(p["size"])) == 0 for p in state["positions"])
