@@ -40,6 +40,7 @@ from apps.brokers.base import (
     ConnectionLost,
     ConnectionState,
     EventKind,
+    OrderOutcomeUnknown,
     Side,
 )
 from apps.monitoring import chart, metrics
@@ -73,6 +74,7 @@ SWEEP_REQUEST_KEY = "state:orphan-sweep-request"
 CHECKPOINTS_KEY = "state:run-checkpoints"
 LOOP_KEY = "state:runner-loop"
 ORPHAN_SWEEP_SECONDS = 60.0
+OFFLINE_LIMIT_SECONDS = 120.0  # auto-reconnect that takes longer than this pauses the run
 
 
 class LoopExit(Exception):
@@ -211,6 +213,7 @@ class Loop:
         self.next_heartbeat = 0.0
         self.trade_misses = 0
         self.offline = False  # disconnected, waiting for the broker's own auto-reconnect
+        self.offline_since = 0.0
         self.tail = _LogTail()
 
     # --- the whole life -----------------------------------------------------------------------
@@ -236,7 +239,14 @@ class Loop:
             self._warm_up()
             self.gateway.start_streams(self.run_row.instrument, self.strategy.timeframe)
             while True:
-                self._pass()
+                try:
+                    self._pass()
+                except (LoopExit, LockLost, OrphansDetected, ProtectionTripped):
+                    raise
+                except Exception as exc:
+                    if not (self._lost_connection(exc) and self._comes_back()):
+                        raise
+                    self._go_offline(f"{type(exc).__name__}: {exc}")
         except LoopExit as exc:
             return exc.outcome
         except LockLost as exc:
@@ -272,6 +282,25 @@ class Loop:
             ConnectionState.CONNECTING,
         )
 
+    def _lost_connection(self, exc: BaseException) -> bool:
+        """A failure that a dropped socket explains (its outcome is settled by the reconcile)."""
+        return isinstance(
+            exc, ConnectionLost | OrderOutcomeUnknown | BracketUnknown | TimeoutError
+        ) or self._is_disconnect(exc)
+
+    def _go_offline(self, reason: str) -> None:
+        if not self.offline:
+            self.offline = True
+            self.offline_since = time.monotonic()
+            event_record(
+                kind="broker_disconnect",
+                message=f"Broker connection lost ({reason}); auto-reconnect is on: no order "
+                "until it is back and reconciled",
+                level="warning",
+                run_id=self.run_id,
+                alert=True,
+            )
+
     def _is_disconnect(self, exc: BaseException) -> bool:
         if isinstance(exc, ConnectionLost):
             return True
@@ -284,6 +313,8 @@ class Loop:
 
     def _pass(self) -> None:
         self._keepalive()
+        if self.offline and time.monotonic() - self.offline_since > OFFLINE_LIMIT_SECONDS:
+            raise ConnectionLost(f"the broker did not come back within {OFFLINE_LIMIT_SECONDS:g} s")
         item = self.gateway.next_item(self.wait)
         if item is not None:
             self._handle(item)
@@ -341,15 +372,7 @@ class Loop:
             if kind is EventKind.DISCONNECTED:
                 if not self._comes_back():
                     raise ConnectionLost(f"broker disconnected: {item.payload.payload}")
-                self.offline = True
-                event_record(
-                    kind="broker_disconnect",
-                    message=f"Broker connection lost ({item.payload.payload}); auto-reconnect is "
-                    "on: no order until it is back and reconciled",
-                    level="warning",
-                    run_id=self.run_id,
-                    alert=True,
-                )
+                self._go_offline(str(item.payload.payload))
             elif kind is EventKind.RECONNECTED:
                 self._reconcile()  # what filled or closed while we were away, first
                 self.offline = False
