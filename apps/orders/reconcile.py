@@ -179,6 +179,14 @@ def _settle_resolved(gateway, bracket: Bracket, rows: dict, result) -> str:
     return "not_filled"
 
 
+def _exchange_now_ms(gateway: BrokerGateway, instrument: str) -> int:
+    try:
+        stamp = gateway.call("ticker", instrument).timestamp_ms
+    except BrokerError:
+        stamp = 0
+    return stamp or int(time.time() * 1000)
+
+
 def _adopt(gateway, position, *, run_id, account_id, policy, pct) -> Bracket:
     """Give an unclaimed position a bracket row; adopt its labelled legs or protect it."""
     side = Side.BUY if position.size > 0 else Side.SELL
@@ -206,7 +214,8 @@ def _adopt(gateway, position, *, run_id, account_id, policy, pct) -> Bracket:
         take_profit_price=Decimal("0"),
         linked=False,
         state=BracketState.OPEN,
-        opened_ms=int(time.time() * 1000),
+        # the exchange's clock: the fills that close it are stamped by the same clock
+        opened_ms=_exchange_now_ms(gateway, position.instrument),
         error="adopted: a position no bracket claimed",
     )
     Order.objects.create(

@@ -124,6 +124,26 @@ def trade_record(
     side = Side(bracket.side)
     entries = [f for f in fills if f.direction is side and f.label.startswith("tb-")]
     entered = sum((f.amount for f in entries), Decimal("0"))
+    adopted = bracket.orders.filter(role=OrderRole.ENTRY, order_type="adopted").first()
+    if adopted is not None and not entries:
+        # a position we adopted: its entry happened before us; the position's average price
+        # (read when adopted) stands in for the entry fills we never saw
+        entries = [
+            Fill(
+                trade_id="adopted",
+                order_id="",
+                instrument=bracket.instrument,
+                direction=side,
+                price=adopted.average_price or Decimal("0"),
+                amount=bracket.amount,
+                fee=Decimal("0"),
+                fee_currency=spec.settlement_currency,
+                liquidity="T",
+                label="",
+                timestamp_ms=bracket.opened_ms or 0,
+            )
+        ]
+        entered = bracket.amount
     exits: list[Fill] = []
     exited = Decimal("0")
     first_entry = min((f.timestamp_ms for f in entries), default=0)

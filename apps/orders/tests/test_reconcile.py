@@ -255,3 +255,21 @@ def test_an_orphan_that_cannot_be_cancelled_is_a_critical_event(gateway):
     with pytest.raises(Exception, match="orphans could not be cancelled"):
         gateway.broker.inject("cancel", "fail")
         _reconcile(gateway)
+
+
+def test_an_adopted_position_that_closes_becomes_a_trade(gateway):
+    from apps.orders.services import bracket_check, trade_record
+
+    gateway.call(
+        "place_order",
+        OrderRequest(instrument=INSTRUMENT, side=Side.BUY, amount=Decimal("500"), label="manual"),
+    )
+    report = _reconcile(gateway)
+    adopted = Bracket.objects.get(bracket_id=report.adopted[0])
+    gateway.on_loop(lambda: engine(gateway).close_position(INSTRUMENT))
+    check = bracket_check(gateway, adopted)
+    assert check.position_size == 0
+    trade = trade_record(gateway, adopted, exit_reason="closed", recorded_by="reconcile")
+    assert trade is not None
+    assert trade.amount == Decimal("500")
+    assert trade.entry_price > 0 and trade.exit_price > 0
