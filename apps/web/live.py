@@ -1,9 +1,10 @@
 """Keep open pages current: whenever a run, a bracket, an order, a trade or the broker account
 changes, the page's live pieces are rendered again and pushed as out-of-band fragments.
 
-Pushes are coalesced: a burst of saves (a bracket writes several rows) gives one push per
-``COALESCE_SECONDS``, rendered by a background thread after the transaction committed, so the
-trading loop never waits for the page. A socket that (re)connects gets everything at once.
+The process that saved (often the strategy loop) only asks for a render: a background thread,
+after the commit and coalescing a burst of saves, sets a Redis flag and queues one render task
+on the default worker. Rendering (database reads, templates) never runs in the trading process.
+A socket that (re)connects gets everything at once from the consumer.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models.signals import post_save
 from django.template.loader import render_to_string
 
 from apps.monitoring import live as monitoring_live
+from tradebaas.redis import redis_client, rkey
 
 from .state import page_state
 
 log = logging.getLogger(__name__)
 COALESCE_SECONDS = 0.1
+RENDER_PENDING_KEY = "state:live-render-pending"
 FRAGMENTS = (
     "web/partials/header_status.html",
     "web/partials/run_controls.html",
@@ -70,14 +73,25 @@ class _Pusher:
             self.wanted.wait(COALESCE_SECONDS)  # let a burst of saves land first
             self.wanted.clear()
             try:
-                monitoring_live.live_push(render_state_fragments())
-            except Exception:
-                log.warning("live state push failed", exc_info=True)
-            finally:
-                connection.close()  # this thread's own connection; it may sleep for long
+                request_render()
+            except Exception:  # the page is a view; trading goes on
+                log.warning("live state render request failed", exc_info=True)
 
 
 _pusher = _Pusher()
+
+
+def request_render() -> None:
+    """Queue one render on the default worker unless one is already waiting."""
+    if redis_client().set(rkey(RENDER_PENDING_KEY), "1", nx=True, ex=5):
+        from .tasks import live_state_render
+
+        live_state_render.apply_async(queue="default")
+
+
+def render_and_push() -> None:
+    redis_client().delete(rkey(RENDER_PENDING_KEY))  # changes from now on queue another render
+    monitoring_live.live_push(render_state_fragments())
 
 
 def state_changed(**_kwargs) -> None:

@@ -9,3 +9,11 @@ def backtest_job_run(job_id: int) -> str:
     from .backtests import run_job
 
     return run_job(job_id)
+
+
+@shared_task(name="apps.web.tasks.live_state_render", ignore_result=True)
+def live_state_render() -> None:
+    """Render the page's live state once and push it to every open page."""
+    from .live import render_and_push
+
+    render_and_push()
