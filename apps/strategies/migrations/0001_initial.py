@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,50 +14,155 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='StrategyRun',
+            name="StrategyRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('broker_account_id', models.BigIntegerField(blank=True, null=True)),
-                ('strategy', models.CharField(max_length=64)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('instrument', models.CharField(max_length=64)),
-                ('risk_settings', models.JSONField(blank=True, default=dict, help_text='The risk settings in force when the run started')),
-                ('state', models.CharField(choices=[('IDLE', 'Idle'), ('ANALYZING', 'Analyzing'), ('SIGNAL_DETECTED', 'Signal detected'), ('ENTERING_POSITION', 'Entering position'), ('POSITION_OPEN', 'Position open'), ('CLOSING', 'Closing'), ('PAUSED', 'Paused'), ('ERROR', 'Error')], default='IDLE', max_length=24)),
-                ('is_active', models.BooleanField(default=True)),
-                ('pause_reason', models.CharField(blank=True, max_length=64)),
-                ('error_message', models.TextField(blank=True)),
-                ('error_context', models.JSONField(blank=True, default=dict)),
-                ('error_at', models.DateTimeField(blank=True, null=True)),
-                ('fence', models.BigIntegerField(default=0, help_text='Fencing number of the loop that owns it')),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
-                ('started_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('stopped_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("broker_account_id", models.BigIntegerField(blank=True, null=True)),
+                ("strategy", models.CharField(max_length=64)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("instrument", models.CharField(max_length=64)),
+                (
+                    "risk_settings",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="The risk settings in force when the run started",
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("IDLE", "Idle"),
+                            ("ANALYZING", "Analyzing"),
+                            ("SIGNAL_DETECTED", "Signal detected"),
+                            ("ENTERING_POSITION", "Entering position"),
+                            ("POSITION_OPEN", "Position open"),
+                            ("CLOSING", "Closing"),
+                            ("PAUSED", "Paused"),
+                            ("ERROR", "Error"),
+                        ],
+                        default="IDLE",
+                        max_length=24,
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("pause_reason", models.CharField(blank=True, max_length=64)),
+                ("error_message", models.TextField(blank=True)),
+                ("error_context", models.JSONField(blank=True, default=dict)),
+                ("error_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "fence",
+                    models.BigIntegerField(
+                        default=0, help_text="Fencing number of the loop that owns it"
+                    ),
+                ),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "started_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "stopped_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-id',),
+                "ordering": ("-id",),
             },
         ),
         migrations.CreateModel(
-            name='RunTransition',
+            name="RunTransition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('from_state', models.CharField(choices=[('IDLE', 'Idle'), ('ANALYZING', 'Analyzing'), ('SIGNAL_DETECTED', 'Signal detected'), ('ENTERING_POSITION', 'Entering position'), ('POSITION_OPEN', 'Position open'), ('CLOSING', 'Closing'), ('PAUSED', 'Paused'), ('ERROR', 'Error')], max_length=24)),
-                ('to_state', models.CharField(choices=[('IDLE', 'Idle'), ('ANALYZING', 'Analyzing'), ('SIGNAL_DETECTED', 'Signal detected'), ('ENTERING_POSITION', 'Entering position'), ('POSITION_OPEN', 'Position open'), ('CLOSING', 'Closing'), ('PAUSED', 'Paused'), ('ERROR', 'Error')], max_length=24)),
-                ('reason', models.CharField(help_text='A short code: started, signal, ...', max_length=64)),
-                ('message', models.TextField(blank=True)),
-                ('context', models.JSONField(blank=True, default=dict)),
-                ('actor', models.CharField(blank=True, help_text='loop, supervisor, user:<name>', max_length=64)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transitions', to='strategies.strategyrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "from_state",
+                    models.CharField(
+                        choices=[
+                            ("IDLE", "Idle"),
+                            ("ANALYZING", "Analyzing"),
+                            ("SIGNAL_DETECTED", "Signal detected"),
+                            ("ENTERING_POSITION", "Entering position"),
+                            ("POSITION_OPEN", "Position open"),
+                            ("CLOSING", "Closing"),
+                            ("PAUSED", "Paused"),
+                            ("ERROR", "Error"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "to_state",
+                    models.CharField(
+                        choices=[
+                            ("IDLE", "Idle"),
+                            ("ANALYZING", "Analyzing"),
+                            ("SIGNAL_DETECTED", "Signal detected"),
+                            ("ENTERING_POSITION", "Entering position"),
+                            ("POSITION_OPEN", "Position open"),
+                            ("CLOSING", "Closing"),
+                            ("PAUSED", "Paused"),
+                            ("ERROR", "Error"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "reason",
+                    models.CharField(help_text="A short code: started, signal, ...", max_length=64),
+                ),
+                ("message", models.TextField(blank=True)),
+                ("context", models.JSONField(blank=True, default=dict)),
+                (
+                    "actor",
+                    models.CharField(
+                        blank=True, help_text="loop, supervisor, user:<name>", max_length=64
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transitions",
+                        to="strategies.strategyrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-at', '-id'),
+                "ordering": ("-at", "-id"),
             },
         ),
         migrations.AddConstraint(
-            model_name='strategyrun',
-            constraint=models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('is_active',), name='strategy_run_one_active'),
+            model_name="strategyrun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("is_active", True)),
+                fields=("is_active",),
+                name="strategy_run_one_active",
+            ),
         ),
     ]
