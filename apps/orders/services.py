@@ -41,8 +41,23 @@ class BracketCheck:
 
 
 def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
-    """Refresh the legs' rows from the exchange and say whether the position is gone."""
+    """Refresh the legs' rows from the exchange and say whether the position is gone.
+
+    The position is read BEFORE the orders: a leg that fills between the two reads is then
+    seen filled (the position read earlier still showed it open, or showed it flat because it
+    had filled). Read the other way round, a stop filling in between looked like a position
+    closed by something else ("closed"), and the cooldown, which counts stop-outs, missed it.
+    ``trade_record`` takes the reason from the fills in any case.
+    """
     spec = instrument_spec(gateway, bracket.instrument)
+    size = sum(
+        (
+            p.size
+            for p in gateway.call("positions", spec.settlement_currency)
+            if p.instrument == bracket.instrument
+        ),
+        Decimal("0"),
+    )
     states: dict[str, Any] = {}
     known = missing = 0
     for row in bracket.orders.exclude(exchange_id=""):
@@ -55,14 +70,6 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
         states[row.role] = order
         if row.status != order.state or row.filled_amount != order.filled_amount:
             order_row_update(row, order)
-    size = sum(
-        (
-            p.size
-            for p in gateway.call("positions", spec.settlement_currency)
-            if p.instrument == bracket.instrument
-        ),
-        Decimal("0"),
-    )
     stop_live = any(
         o.is_live for role, o in states.items() if role in (OrderRole.STOP_LOSS, OrderRole.CLOSE)
     )
@@ -87,6 +94,16 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
         exit_reason=exit_reason,
         vanished=known > 0 and missing == known,
     )
+
+
+def exit_reason_of(bracket: Bracket, exits: list[Fill]) -> str:
+    """Which leg's fill flattened the position: "stop_loss" (the stop, or a stop placed to
+    re-protect it: same label), "take_profit", or "" (not a leg of ours: a manual close)."""
+    if not exits:
+        return ""
+    _, stop_label, tp_label = bracket_labels(bracket.bracket_id)
+    last = exits[-1].label
+    return {stop_label: "stop_loss", tp_label: "take_profit"}.get(last, "")
 
 
 def _fills_of(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
@@ -114,7 +131,10 @@ def trade_record(
 ) -> Trade | None:
     """Record the closed trade of ``bracket`` from the broker's fills and fees; idempotent.
 
-    None when the fills do not (yet) show a complete round trip.
+    The exit reason is the fills' own when a leg of the bracket flattened the position (the
+    stop: "stop_loss", the target: "take_profit"); ``exit_reason`` is used otherwise (a manual
+    close, a position closed by hand on the exchange). None when the fills do not (yet) show a
+    complete round trip.
     """
     existing = Trade.objects.filter(bracket=bracket).first()
     if existing:
@@ -164,6 +184,7 @@ def trade_record(
             exited,
         )
         return None
+    exit_reason = exit_reason_of(bracket, exits) or exit_reason
     entry_price, exit_price = _avg(entries), _avg(exits)
     sign = Decimal(1) if side is Side.BUY else Decimal(-1)
     if spec.is_inverse:

@@ -1,0 +1,80 @@
+"""Following an open bracket: the exit reason of a trade is the leg that closed it, even when that
+leg fills while we are looking (between reading the orders and reading the position)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from apps.brokers.paper import PaperBroker
+from apps.orders.brackets import bracket_place
+from apps.orders.gateway import BrokerGateway
+from apps.orders.models import Trade
+from apps.orders.services import bracket_check, trade_record
+from apps.orders.tests.faulty import FaultyPaperBroker
+from apps.orders.tests.test_brackets import INSTRUMENT, plan_for
+
+pytestmark = pytest.mark.django_db
+
+
+class StopFillsWhileLooking(FaultyPaperBroker):
+    """The exchange: once armed, the market gaps through the stop right before the next
+    position read is answered (so, read the other way round, the orders were read before)."""
+
+    armed_at: Decimal | None = None
+
+    async def positions(self, currency=None):
+        if self.armed_at is not None:
+            self.engine.set_price(INSTRUMENT, float(self.armed_at))
+            self.armed_at = None
+        return await PaperBroker.positions(self, currency)
+
+
+@pytest.fixture
+def gateway():
+    made = BrokerGateway(StopFillsWhileLooking(linked=True, warmup=5))
+    made.connect()
+    yield made
+    made.close()
+
+
+def test_a_stop_filling_between_the_reads_is_a_stop_loss_for_the_cooldown(gateway):
+    bracket = bracket_place(gateway=gateway, plan=plan_for(gateway))
+    assert not bracket_check(gateway, bracket).closed  # open, stop live
+    gateway.broker.armed_at = bracket.stop_price - 50  # a gap through the stop
+    check = bracket_check(gateway, bracket)
+    assert check.closed
+    assert check.exit_reason == "stop_loss"  # was "closed" when the orders were read first
+    trade = trade_record(gateway, bracket, exit_reason=check.exit_reason)
+    assert trade is not None and trade.exit_reason == "stop_loss"
+    # and the cooldown counts it
+    from apps.risk.protections import ClosedTrade, ProtectionLimits, cooldown_trip
+
+    stopped = [
+        ClosedTrade(closed_at=t.closed_at, pnl=t.pnl, stopped_out=t.exit_reason == "stop_loss")
+        for t in Trade.objects.all()
+    ]
+    assert (
+        cooldown_trip(ProtectionLimits(cooldown_minutes=60), stopped, now=trade.closed_at)
+        is not None
+    )
+
+
+def test_the_trade_takes_its_exit_reason_from_the_fills(gateway):
+    """Whatever the caller believed, the fills say which leg flattened the position."""
+    bracket = bracket_place(gateway=gateway, plan=plan_for(gateway))
+    gateway.on_loop(
+        lambda: gateway.broker.engine.set_price(INSTRUMENT, float(bracket.take_profit_price + 50))
+    )
+    trade = trade_record(gateway, bracket, exit_reason="closed")
+    assert trade is not None and trade.exit_reason == "take_profit"
+
+
+def test_a_close_not_by_a_leg_keeps_the_callers_reason(gateway):
+    bracket = bracket_place(gateway=gateway, plan=plan_for(gateway))
+    gateway.call("close_position", INSTRUMENT)  # by hand: an unlabelled market order
+    check = bracket_check(gateway, bracket)
+    assert check.closed and check.exit_reason == "closed"
+    trade = trade_record(gateway, bracket, exit_reason=check.exit_reason)
+    assert trade is not None and trade.exit_reason == "closed"
