@@ -132,6 +132,15 @@ def main() -> int:
             time.sleep(args.sample_every)
         duration = time.monotonic() - started
 
+        # Let the loop record the last exit (it polls the position every couple of seconds).
+        from apps.orders.models import LIVE_BRACKET_STATES, Bracket
+
+        settle = time.monotonic() + 30
+        while (
+            time.monotonic() < settle
+            and Bracket.objects.filter(state__in=LIVE_BRACKET_STATES).exists()
+        ):
+            time.sleep(1)
         services.run_stop(reason="soak finished")
         time.sleep(5)
         state = sim_state(sim_port)
