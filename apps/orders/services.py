@@ -119,11 +119,44 @@ def _fills_of(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
     ]
 
 
-def _avg(fills: list[Fill]) -> Decimal:
+def _avg(fills: list[Fill], *, inverse: bool) -> Decimal:
+    """Average price of ``fills``: USD-weighted harmonic mean for an inverse contract (what the
+    coin P&L is made of), quantity-weighted mean for a linear one."""
     amount = sum((f.amount for f in fills), Decimal("0"))
     if not amount:
         return Decimal("0")
+    if len({f.price for f in fills}) == 1:
+        return fills[0].price
+    if inverse:
+        return amount / sum((f.amount / f.price for f in fills), Decimal("0"))
     return sum((f.price * f.amount for f in fills), Decimal("0")) / amount
+
+
+def _realized(
+    side: Side, entries: list[Fill], exits: list[Fill], *, inverse: bool, currency: str
+) -> Decimal:
+    """The P&L before fees as the exchange credits it: per exit fill, against the position's
+    entry value, rounded to the currency's quantum once per fill (so the trade's P&L is the
+    balance's change, not a figure a few units of the last digit away)."""
+    from apps.brokers.simulator.instruments import CURRENCY_QUANTUM
+
+    quantum = CURRENCY_QUANTUM.get(currency, Decimal("1e-10"))
+    entry_value = sum(
+        ((f.amount / f.price if inverse else f.amount * f.price) for f in entries), Decimal("0")
+    )
+    open_size = sum((f.amount for f in entries), Decimal("0"))
+    gross = Decimal("0")
+    for fill in exits:
+        if open_size <= 0:
+            break
+        closing = min(fill.amount, open_size)
+        entry_part = entry_value * closing / open_size
+        exit_part = closing / fill.price if inverse else closing * fill.price
+        gain = entry_part - exit_part if inverse else exit_part - entry_part
+        gross += (gain if side is Side.BUY else -gain).quantize(quantum)
+        entry_value -= entry_part
+        open_size -= closing
+    return gross
 
 
 def trade_record(
@@ -185,12 +218,9 @@ def trade_record(
         )
         return None
     exit_reason = exit_reason_of(bracket, exits) or exit_reason
-    entry_price, exit_price = _avg(entries), _avg(exits)
-    sign = Decimal(1) if side is Side.BUY else Decimal(-1)
-    if spec.is_inverse:
-        gross = sign * entered * (1 / entry_price - 1 / exit_price)
-    else:
-        gross = sign * entered * (exit_price - entry_price)
+    inverse = spec.is_inverse
+    entry_price, exit_price = _avg(entries, inverse=inverse), _avg(exits, inverse=inverse)
+    gross = _realized(side, entries, exits, inverse=inverse, currency=spec.settlement_currency)
     fees = sum((f.fee for f in fills), Decimal("0"))
     pnl = gross - fees
     pnl_usd = pnl * exit_price if spec.is_inverse else pnl

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.db import close_old_connections, connection
@@ -90,6 +90,15 @@ class ProtectionTripped(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class SignalRefused(Exception):
+    """A signal that cannot be traded as it is (the backtest refuses it the same way)."""
+
+    code = "SIGNAL_REFUSED"
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.args[0]}"
 
 
 class _LogTail(logging.Handler):
@@ -393,7 +402,9 @@ class Loop:
                 return
             if self.bracket is not None:
                 self._follow_position()
-            elif self.state is RunState.ANALYZING:
+            # a bracket that closed during this candle: its close is the next decision (as in
+            # the backtest, which analyses the close of the candle in which the trade closed)
+            if self.bracket is None and self.state is RunState.ANALYZING:
                 self._analyze(item.received)
         finally:  # after the decision: the chart never delays a bracket
             chart.record_candles(self.run_row.instrument, [candle])
@@ -551,7 +562,7 @@ class Loop:
             except Exception as exc:
                 from apps.risk.sizing import SizingRefused
 
-                if not isinstance(exc, SizingRefused):
+                if not isinstance(exc, SizingRefused | SignalRefused):
                     raise
                 run_announce(pending)
                 event_record(
@@ -581,11 +592,11 @@ class Loop:
         from apps.risk.services import risk_size_trade
 
         spec = instrument_spec(self.gateway, self.run_row.instrument)
-        tick = spec.tick_size
         side = signal.side
-        entry = _on_tick(signal.entry, tick, None)
-        stop = _on_tick(signal.stop, tick, ROUND_DOWN if side is Side.BUY else ROUND_UP)
-        target = _on_tick(signal.take_profit, tick, None)
+        # the one rounding rule, shared with the backtest
+        entry, stop, target = signal.prices_on_tick(spec.tick_size)
+        if stop == entry or target == entry:
+            raise SignalRefused("stop or target on the entry after tick rounding")
         summary = self.gateway.call("account_summary", spec.settlement_currency)
         self._check_protections(summary.equity)
         sized = risk_size_trade(
@@ -682,7 +693,7 @@ class Loop:
                 entry_price=trade.entry_price,
                 exit_price=trade.exit_price,
                 amount=trade.amount,
-                pnl=trade.pnl,
+                pnl=trade.pnl + trade.fees,  # before fees, as the backtest gives it
                 fees=trade.fees,
                 entry_time_ms=int(trade.opened_at.timestamp() * 1000),
                 exit_time_ms=int(trade.closed_at.timestamp() * 1000),
@@ -720,16 +731,6 @@ class Loop:
                 rows,
             )
         )
-
-
-def _on_tick(value: Any, tick: Decimal, rounding: str | None) -> Decimal:
-    price = Decimal(str(value))
-    steps = (
-        (price / tick).to_integral_value(rounding=rounding)
-        if rounding
-        else (price / tick).to_integral_value()
-    )
-    return steps * tick
 
 
 def _now_iso() -> str:
