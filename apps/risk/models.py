@@ -33,6 +33,15 @@ class RiskMode(models.TextChoices):
 
 
 class RiskSettings(models.Model):
+    """The trader's risk settings (one row).
+
+    ``max_open_trades``: the runner opens no bracket while this many brackets of ours are live
+    on the account (any instrument; those still being placed or resolved count too). The loop
+    itself holds ONE position per instrument at a time (it analyses only when flat and the
+    bracket service refuses a second entry), so with one run the default of 1 and any higher
+    value behave alike; a higher value only matters when several brackets share the account.
+    """
+
     id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
     mode = models.CharField(max_length=10, choices=RiskMode.choices, default=RiskMode.PERCENT)
     value = models.DecimalField(

@@ -93,12 +93,16 @@ class ProtectionTripped(Exception):
 
 
 class SignalRefused(Exception):
-    """A signal that cannot be traded as it is (the backtest refuses it the same way)."""
+    """A signal not traded: its prices collapse on the tick (the backtest refuses it the same
+    way), or as many brackets as ``max_open_trades`` allows are open already."""
 
-    code = "SIGNAL_REFUSED"
+    def __init__(self, message: str, code: str = "SIGNAL_REFUSED") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
     def __str__(self) -> str:
-        return f"{self.code}: {self.args[0]}"
+        return f"{self.code}: {self.message}"
 
 
 class _LogTail(logging.Handler):
@@ -589,8 +593,11 @@ class Loop:
         self._push_checkpoints(signal)
 
     def _plan(self, signal: Any) -> BracketPlan:
+        from apps.risk.selectors import protection_limits
         from apps.risk.services import risk_size_trade
 
+        limits = protection_limits()  # read fresh for every trade
+        self._check_open_trades(limits)
         spec = instrument_spec(self.gateway, self.run_row.instrument)
         side = signal.side
         # the one rounding rule, shared with the backtest
@@ -598,7 +605,7 @@ class Loop:
         if stop == entry or target == entry:
             raise SignalRefused("stop or target on the entry after tick rounding")
         summary = self.gateway.call("account_summary", spec.settlement_currency)
-        self._check_protections(summary.equity)
+        self._check_protections(summary.equity, limits)
         sized = risk_size_trade(
             spec=spec,
             side=side,
@@ -628,10 +635,27 @@ class Loop:
             signal=signal.as_dict(),
         )
 
-    def _check_protections(self, equity: Decimal) -> None:
+    def _check_open_trades(self, limits: Any) -> None:
+        """``max_open_trades``: no new bracket while that many brackets of ours (this broker and
+        account, any instrument, any state that may hold a position) are live. The loop trades
+        only when flat, so it holds one position per instrument at a time whatever the setting;
+        a higher setting lets other runs/instruments (or a bracket still being resolved) count
+        against the same limit."""
+        from apps.orders.models import LIVE_BRACKET_STATES
+        from apps.risk.protections import open_trades_trip
+
+        open_now = Bracket.objects.filter(
+            broker=self.gateway.broker_id,
+            broker_account_id=self.run_row.broker_account_id,
+            state__in=LIVE_BRACKET_STATES,
+        ).count()
+        trip = open_trades_trip(limits, open_now)
+        if trip is not None:
+            raise SignalRefused(trip.message, code=str(trip.code))
+
+    def _check_protections(self, equity: Decimal, limits: Any) -> None:
         from apps.risk.protections import ClosedTrade as RiskTrade
         from apps.risk.protections import protection_tripped
-        from apps.risk.selectors import protection_limits
 
         self.peak_equity = max(self.peak_equity, equity)
         since = timezone.now() - timezone.timedelta(days=2)
@@ -640,7 +664,7 @@ class Loop:
             for t in Trade.objects.filter(closed_at__gte=since, instrument=self.run_row.instrument)
         ]
         trip = protection_tripped(
-            limits=protection_limits(),
+            limits=limits,
             trades=trades,
             equity=equity,
             peak_equity=self.peak_equity,

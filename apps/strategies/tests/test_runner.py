@@ -301,3 +301,46 @@ def test_error_and_pause_alert_over_telegram(
     sent = telegram.wait_for_sent(1)
     assert words in sent[0]["text"]
     assert str(to) in sent[0]["text"]
+
+
+def _foreign_open_bracket() -> Bracket:
+    """A live bracket of ours on the same account (another instrument): it counts as open."""
+    return Bracket.objects.create(
+        bracket_id="elsewhere1",
+        broker="paper",
+        instrument="ETH-PERPETUAL",
+        side="buy",
+        amount=1,
+        stop_price=1,
+        take_profit_price=2,
+        state=BracketState.OPEN,
+    )
+
+
+@pytest.mark.parametrize(("limit", "trades"), [(1, False), (2, True)])
+def test_max_open_trades_counts_our_live_brackets_before_any_entry(limit, trades):
+    from apps.risk.models import RiskSettings
+
+    RiskSettings.objects.update_or_create(pk=1, defaults={"max_open_trades": limit})
+    _foreign_open_bracket()
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: bool(positions(gateway)), limit=8):
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert outcome == "shutdown"
+    placed = Bracket.objects.filter(run_id=run.id)
+    if trades:
+        assert placed.exists()
+        assert not Event.objects.filter(kind="trade_refused").exists()
+    else:
+        assert not placed.exists()
+        assert not positions(gateway) and not open_orders(gateway)
+        refused = Event.objects.filter(kind="trade_refused")
+        assert refused.count() >= 2  # each signal, not a pause: analysis goes on
+        assert refused.first().context["code"] == "MAX_OPEN_TRADES"
+        run.refresh_from_db()
+        assert run.state == RunState.ANALYZING
+    gateway.close()
