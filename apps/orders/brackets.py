@@ -392,6 +392,22 @@ def resolve_unknown(gateway: BrokerGateway, bracket: Bracket) -> BracketResult |
         stop_price=bracket.stop_price,
         take_profit_price=bracket.take_profit_price,
     )
+    if gateway.can_resolve_bracket:
+        # the broker waits out the request's valid_until FIRST: a request still in flight could
+        # otherwise appear after we concluded "not placed" (an unknown position)
+        sent_at_ms = int(bracket.created_at.timestamp() * 1000) if bracket.created_at else None
+        try:
+            result = gateway.resolve_bracket(request, sent_at_ms=sent_at_ms)
+        except (ConnectionLost, OrderOutcomeUnknown, TimeoutError) as exc:
+            raise BracketUnknown(
+                f"bracket {bracket.bracket_id}: outcome unknown and not resolvable now: {exc}",
+                bracket_id=bracket.bracket_id,
+            ) from exc
+        except BrokerError as exc:  # inconsistent / incomplete: read the labels ourselves
+            log.warning("bracket %s: broker could not resolve it: %s", bracket.bracket_id, exc)
+            result = None
+        if result is not None:
+            return result
     try:
         found = _find_by_labels(gateway, bracket)
     except BrokerError as exc:
@@ -407,16 +423,6 @@ def resolve_unknown(gateway: BrokerGateway, bracket: Bracket) -> BracketResult |
         return None
     if len(entries) > 1:
         log.error("bracket %s has %d entries", bracket.bracket_id, len(entries))
-    if gateway.can_resolve_bracket:
-        try:
-            result = gateway.resolve_bracket(request)
-        except ConnectionLost as exc:
-            raise BracketUnknown(str(exc), bracket_id=bracket.bracket_id) from exc
-        except BrokerError as exc:  # inconsistent / incomplete: read the labels ourselves
-            log.warning("bracket %s: broker could not resolve it: %s", bracket.bracket_id, exc)
-            result = None
-        if result is not None:
-            return result
     entry = sorted(entries, key=lambda o: (o.created_ms, o.order_id))[0]
     stop = _best(found[OrderRole.STOP_LOSS])
     take = _best(found[OrderRole.TAKE_PROFIT])

@@ -94,8 +94,16 @@ class BrokerGateway:
     def place_bracket(self, request: BracketRequest) -> BracketResult:
         return self.call("place_bracket", request)
 
-    def resolve_bracket(self, request: BracketRequest) -> BracketResult | None:
-        return self.call("resolve_bracket", request)
+    def resolve_bracket(
+        self, request: BracketRequest, *, sent_at_ms: int | None = None
+    ) -> BracketResult | None:
+        """Find a bracket whose answer was lost by its labels. ``sent_at_ms`` (wall clock, when
+        its intent was recorded): the broker waits until a request sent then can no longer be
+        executed (its ``valid_until``) before it looks; needed after a restart, when the broker
+        object that sent it (and remembered the deadline) is gone."""
+        if sent_at_ms is None:
+            return self.call("resolve_bracket", request)
+        return self.call("resolve_bracket", request, sent_at_ms=sent_at_ms)
 
     @property
     def can_resolve_bracket(self) -> bool:
