@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from apps.brokers.base import LABEL_PREFIX, BrokerError, Side
 from apps.monitoring.events import event_record
@@ -201,7 +201,9 @@ def _adopt(gateway, position, *, run_id, account_id, policy, pct) -> Bracket:
     raw_stop = (
         position.average_price - distance if side is Side.BUY else position.average_price + distance
     )
-    stop_price = (raw_stop / spec.tick_size).to_integral_value() * spec.tick_size
+    # away from the entry: the re-placed stop never risks more than the distance asked for
+    away = ROUND_FLOOR if side is Side.BUY else ROUND_CEILING
+    stop_price = (raw_stop / spec.tick_size).to_integral_value(rounding=away) * spec.tick_size
     bracket = Bracket.objects.create(
         bracket_id=f"adopt{new_bracket_id()[:10]}",
         run_id=run_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -153,7 +153,7 @@ def _realized(
         entry_part = entry_value * closing / open_size
         exit_part = closing / fill.price if inverse else closing * fill.price
         gain = entry_part - exit_part if inverse else exit_part - entry_part
-        gross += (gain if side is Side.BUY else -gain).quantize(quantum)
+        gross += (gain if side is Side.BUY else -gain).quantize(quantum, rounding=ROUND_HALF_EVEN)
         entry_value -= entry_part
         open_size -= closing
     return gross

@@ -18,7 +18,7 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -133,7 +133,8 @@ def price_on_tick(price: Price, tick: Decimal, rounding: str | None = None) -> D
     """``price`` as a multiple of ``tick``: nearest (half-even) by default, or ``rounding``
     (ROUND_FLOOR, ROUND_CEILING, ...)."""
     exact = (Decimal(repr(float(price))) if isinstance(price, float) else Decimal(price)) / tick
-    steps = exact.to_integral_value(rounding=rounding) if rounding else exact.to_integral_value()
+    # Always an explicit rounding: libraries (ccxt) change the thread's decimal context.
+    steps = exact.to_integral_value(rounding=rounding or ROUND_HALF_EVEN)
     return steps * tick
 
 

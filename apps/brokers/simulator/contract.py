@@ -12,7 +12,7 @@ Amounts of P&L and fees are rounded (half-even) to the settlement currency's qua
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from apps.brokers.base import InstrumentSpec
 
@@ -28,7 +28,7 @@ def quantum(currency: str) -> Decimal:
 
 def money(value: Decimal, currency: str) -> Decimal:
     """``value`` rounded to the currency's quantum."""
-    return value.quantize(quantum(currency))
+    return value.quantize(quantum(currency), rounding=ROUND_HALF_EVEN)
 
 
 def notional(spec: InstrumentSpec, amount: Decimal, price: Decimal) -> Decimal:

@@ -75,7 +75,10 @@ def live_stack(log_dir: Path, **env: str) -> Iterator[LiveStack]:
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
+    # still synchronous. Only for the browser tests: never leak it into other tests' processes.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     if not chromium_available():
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright

@@ -3,8 +3,6 @@ runner worker, the Deribit simulator on loopback). Screenshots land in the artif
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -13,7 +11,6 @@ from apps.brokers.simulator.testing import deribit_sim_thread
 from .browser import live_stack, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # playwright's sync API runs a loop
 
 PASSWORD = "correct-horse-battery-staple"
 

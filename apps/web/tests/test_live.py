@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from apps.monitoring import live as monitoring_live
@@ -33,13 +34,13 @@ def test_a_state_change_queues_one_render_instead_of_rendering_here(monkeypatch)
     assert redis_client().get(rkey(live.RENDER_PENDING_KEY)) == b"1"
 
 
-def test_the_render_task_pushes_the_whole_live_state_and_clears_the_flag():
+async def test_the_render_task_pushes_the_whole_live_state_and_clears_the_flag():
     layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(monitoring_live.GROUP, channel)
+    channel = await layer.new_channel()
+    await layer.group_add(monitoring_live.GROUP, channel)
     redis_client().set(rkey(live.RENDER_PENDING_KEY), "1")
-    live.render_and_push()
-    message = async_to_sync(layer.receive)(channel)
+    await sync_to_async(live.render_and_push)()
+    message = await asyncio.wait_for(layer.receive(channel), timeout=5)
     for element in (
         "header-status",
         "run-controls",
