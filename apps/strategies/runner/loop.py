@@ -131,6 +131,25 @@ def default_gateway(run: StrategyRun) -> BrokerGateway:
 
 
 _stop_requested = threading.Event()
+_last_heartbeat: list[float] = []  # wall-clock time of this process's last loop heartbeat
+
+
+def _heartbeat_age() -> float:
+    """Seconds since this process's loop last stamped its heartbeat (NaN: it never did)."""
+    return time.time() - _last_heartbeat[-1] if _last_heartbeat else float("nan")
+
+
+def _stamp_heartbeat() -> None:
+    _last_heartbeat[:] = [time.time()]
+    metrics.HEARTBEAT_AGE.set(0)
+
+
+def _show_state(state: RunState) -> None:
+    """LOOP_STATE: 1 for the state the run is in, 0 for the others. Each transition sets it
+    (run_transition, in the process that makes it); the loop sets it once at start, when it
+    resumes a run already in a loop state (no transition there)."""
+    for each in RunState:
+        metrics.LOOP_STATE.labels(state=each.value).set(1 if each is state else 0)
 
 
 def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised by real workers
@@ -146,6 +165,9 @@ def run_loop_forever(
 ) -> str:
     """Host the loop of ``run_id``; returns why it ended (busy, paused, error, stopped, ...)."""
     _fresh_connection()
+    # scraped in this process: the age computed at scrape time, so a hung loop shows a growing
+    # age; under prometheus multiprocess mode the value set on each pass is what is exported
+    metrics.HEARTBEAT_AGE.set_function(_heartbeat_age)
     lock = RunnerLock(run_id)
     if not lock.acquire():
         log.info("run %s: another loop holds the runner lock", run_id)
@@ -171,7 +193,7 @@ def run_loop_forever(
             )
             return loop.run()
     finally:
-        lock.release()
+        lock.release()  # LOCK_HELD follows the lock (lock.py)
         _fresh_connection()
 
 
@@ -228,6 +250,7 @@ class Loop:
         self.offline = False  # disconnected, waiting for the broker's own auto-reconnect
         self.offline_since = 0.0
         self.tail = _LogTail()
+        _show_state(self.state)
 
     # --- the whole life -----------------------------------------------------------------------
 
@@ -348,6 +371,8 @@ class Loop:
             self._follow_position()
 
     def _keepalive(self) -> None:
+        if _last_heartbeat:
+            metrics.HEARTBEAT_AGE.set(_heartbeat_age())
         if self.stop.is_set():
             raise LoopExit("shutdown")
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -362,7 +387,7 @@ class Loop:
             row = StrategyRun.objects.filter(id=self.run_id).values("state", "is_active").first()
             if row is None or not row["is_active"] or row["state"] not in LOOP_STATES:
                 raise LoopExit("stopped" if not row or not row["is_active"] else "paused")
-            metrics.HEARTBEAT_AGE.set(0)
+            _stamp_heartbeat()
             try:
                 from apps.monitoring.watchdog import watchdog_ping
 

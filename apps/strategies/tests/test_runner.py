@@ -344,3 +344,39 @@ def test_max_open_trades_counts_our_live_brackets_before_any_entry(limit, trades
         run.refresh_from_db()
         assert run.state == RunState.ANALYZING
     gateway.close()
+
+
+def test_loop_metrics_state_lock_and_a_real_heartbeat_age():
+    import time
+
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+    seen: dict[str, float | None] = {}
+
+    def look(step: int) -> None:  # from the driver's thread, while the loop runs
+        if step == 4:
+            seen["lock"] = sample("tradebaas_runner_lock_held")
+            seen["age"] = sample("tradebaas_runner_heartbeat_age_seconds")
+            seen["states"] = sum(
+                sample("tradebaas_run_state", state=s.value) or 0 for s in RunState
+            )
+
+    with Driver(gateway, stop, until=lambda e: False, before_step=look, limit=6):
+        run_loop_forever(run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30)
+    assert seen["lock"] == 1
+    assert 0 <= seen["age"] < 2.5  # stamped about every second
+    assert seen["states"] == 1  # exactly one state is 1
+    # after the loop: no lock, the run's state shown, and the heartbeat only gets older
+    assert sample("tradebaas_runner_lock_held") == 0
+    run.refresh_from_db()
+    assert sample("tradebaas_run_state", state=run.state) == 1
+    first = sample("tradebaas_runner_heartbeat_age_seconds")
+    time.sleep(0.3)
+    assert sample("tradebaas_runner_heartbeat_age_seconds") >= first + 0.25
+    gateway.close()
