@@ -142,3 +142,120 @@ def test_kill_switch_without_a_loop_runs_on_the_runner_worker(tmp_path, settings
         state = sim.state()
         assert state["open_orders"] == []
         assert all(Decimal(str(p["size"])) == 0 for p in state["positions"])
+
+
+def _holding_lock(run_id: int):
+    from apps.strategies.runner.lock import RunnerLock
+
+    lock = RunnerLock(run_id)
+    assert lock.acquire()
+    return lock
+
+
+def test_with_a_loop_alive_dispatch_waits_for_the_loops_answer(make_gateway):
+    import threading
+
+    gateway = make_gateway()
+    bracket_place(gateway=gateway, plan=plan_for(gateway))
+    lock = _holding_lock(1)
+    stop = threading.Event()
+
+    def loop_side():  # what the loop does each pass
+        while not stop.is_set():
+            if manual.manual_commands_waiting():
+                manual.drain_commands(gateway.call)
+            stop.wait(0.05)
+
+    worker = threading.Thread(target=loop_side)
+    worker.start()
+    try:
+        report = manual.position_close_execute(user=None)
+    finally:
+        stop.set()
+        worker.join()
+        lock.release()
+    assert report.startswith("Closed BTC-PERPETUAL")
+    assert position_size(gateway) == 0 and live_orders(gateway) == []
+
+
+def test_a_refusal_reaches_the_trader_as_an_error(make_gateway):
+    import threading
+
+    gateway = make_gateway()  # flat: nothing to close
+    lock = _holding_lock(1)
+    worker = threading.Timer(0.2, lambda: manual.drain_commands(gateway.call))
+    worker.start()
+    try:
+        with pytest.raises(manual.ActionFailed, match="no open position"):
+            manual.position_close_execute(user=None)
+    finally:
+        worker.join()
+        lock.release()
+
+
+def test_a_failing_broker_call_is_reported_not_raised():
+    def broken(method, *args):
+        raise RuntimeError("exchange on fire")
+
+    result = manual.perform(broken, {"action": "kill"})
+    assert result == {"ok": False, "message": "kill failed: exchange on fire"}
+    assert Event.objects.filter(kind="manual.kill", level="error").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_kill_switch_through_a_live_loop_records_then_stops(make_gateway):
+    import threading
+
+    gateway = make_gateway()
+    run = StrategyRun.objects.create(
+        strategy="fast_test", instrument=INSTRUMENT, state="POSITION_OPEN"
+    )
+    bracket_place(gateway=gateway, plan=plan_for(gateway))
+    lock = _holding_lock(run.pk)
+    seen = []
+    worker = threading.Timer(
+        0.2,
+        lambda: manual.drain_commands(
+            gateway.call, settle=lambda: seen.append(StrategyRun.objects.get(pk=run.pk).is_active)
+        ),
+    )
+    worker.start()
+    try:
+        report = manual.kill_switch_execute(user=None, close_position=True)
+    finally:
+        worker.join()
+        lock.release()
+    assert report.startswith(f"Run {run.pk} stopped. Closed BTC-PERPETUAL")
+    assert seen == [True]
+    run.refresh_from_db()
+    assert not run.is_active and position_size(gateway) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_loop_the_runner_side_connects_to_the_active_account(settings):
+    from apps.brokers.deribit import DeribitBroker
+    from apps.brokers.models import BrokerAccount
+    from apps.brokers.simulator.testing import deribit_sim_thread
+
+    with deribit_sim_thread(speed=None) as sim:
+        settings.TRADEBAAS_DERIBIT_URL = sim.ws_url
+        account = BrokerAccount(broker="deribit", testnet=True, is_active=True, state="connected")
+        account.set_credentials(api_key=sim.client_id, api_secret=sim.client_secret)
+        account.save()
+        gateway = BrokerGateway(DeribitBroker(sim.client_id, sim.client_secret, url=sim.ws_url))
+        try:
+            gateway.connect()
+            gateway.call(
+                "place_order",
+                OrderRequest(
+                    INSTRUMENT, Side.BUY, Decimal("100"), "limit", label="x", price=Decimal("1000")
+                ),
+            )
+        finally:
+            gateway.close()
+        result = manual.execute_here({"action": "kill", "stop_run": True, "by": ""})
+        assert result["ok"], result
+        assert result["message"].startswith(
+            "No strategy was running. Closed no position; cancelled 1"
+        )
+        assert sim.state()["open_orders"] == []
