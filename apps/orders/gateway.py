@@ -78,6 +78,26 @@ class BrokerGateway:
         finally:
             metrics.BROKER_REQUEST.labels(method=method).observe(time.perf_counter() - started)
 
+    def call_all(self, calls: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Several reads at once: ``broker.<method>(*args)`` for each, sent together on the
+        broker's loop (one round trip instead of one each). Results in order; an exception is
+        returned in its place, not raised (the caller decides). Only for reads whose relative
+        order does not matter."""
+
+        async def timed(method: str, args: tuple[Any, ...]) -> Any:
+            started = time.perf_counter()
+            try:
+                return await getattr(self.broker, method)(*args)
+            finally:
+                metrics.BROKER_REQUEST.labels(method=method).observe(time.perf_counter() - started)
+
+        async def every() -> list[Any]:
+            return await asyncio.gather(
+                *(timed(method, args) for method, args in calls), return_exceptions=True
+            )
+
+        return self.run(every())
+
     def on_loop(self, fn: Callable[[], T]) -> T:
         """Run a plain function on the broker's loop (for in-process engines that are not thread-safe)."""
 
@@ -144,6 +164,13 @@ class BrokerGateway:
     def next_item(self, timeout: float) -> StreamItem | None:
         try:
             return self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def next_queued(self) -> StreamItem | None:
+        """The next item if one is already waiting; never waits."""
+        try:
+            return self.inbox.get_nowait()
         except queue.Empty:
             return None
 

@@ -59,14 +59,16 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
         Decimal("0"),
     )
     states: dict[str, Any] = {}
-    known = missing = 0
-    for row in bracket.orders.exclude(exchange_id=""):
-        known += 1
-        try:
-            order = gateway.call("order_state", row.exchange_id)
-        except NotFound:
+    rows = list(bracket.orders.exclude(exchange_id=""))
+    known, missing = len(rows), 0
+    # the legs' states in one round trip (after the position: see above)
+    answers = gateway.call_all([("order_state", (row.exchange_id,)) for row in rows])
+    for row, order in zip(rows, answers, strict=True):
+        if isinstance(order, NotFound):
             missing += 1
             continue
+        if isinstance(order, BaseException):
+            raise order
         states[row.role] = order
         if row.status != order.state or row.filled_amount != order.filled_amount:
             order_row_update(row, order)

@@ -74,6 +74,7 @@ SWEEP_REQUEST_KEY = "state:orphan-sweep-request"
 CHECKPOINTS_KEY = "state:run-checkpoints"
 LOOP_KEY = "state:runner-loop"
 ORPHAN_SWEEP_SECONDS = 60.0
+BURST_LIMIT = 50  # events handled in one pass before the position is followed
 OFFLINE_LIMIT_SECONDS = 120.0  # auto-reconnect that takes longer than this pauses the run
 
 
@@ -354,6 +355,16 @@ class Loop:
         item = self.gateway.next_item(self.wait)
         if item is not None:
             self._handle(item)
+            # a fill comes as a burst of events (order, fill, position): take what is already
+            # queued up to the next candle before following the position, so one bracket
+            # check serves the whole burst and a candle behind it does not wait for several
+            for _ in range(BURST_LIMIT):
+                if item.kind != "event" or self.offline:
+                    break
+                item = self.gateway.next_queued()
+                if item is None:
+                    break
+                self._handle(item)
         now = time.monotonic()
         if self.bracket is not None and now >= self.next_position_check and not self.offline:
             self._follow_position()
