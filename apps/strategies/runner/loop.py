@@ -612,7 +612,8 @@ class Loop:
                     context={"code": str(getattr(exc, "code", "")), "signal": signal.as_dict()},
                     run_id=self.run_id,
                 )
-                self._move(RunState.ANALYZING, "sizing_refused", str(exc))
+                why = "sizing_refused" if isinstance(exc, SizingRefused) else "signal_refused"
+                self._move(RunState.ANALYZING, why, str(exc))
                 return
             self._move(RunState.ENTERING_POSITION, "placing", "", pending, bracket=plan.bracket_id)
             try:
