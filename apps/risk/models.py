@@ -58,7 +58,10 @@ class RiskSettings(models.Model):
         help_text="A trade whose notional / equity exceeds this is refused.",
     )
     max_open_trades = models.PositiveSmallIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_OPEN_TRADES)]
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_OPEN_TRADES)],
+        help_text="No new bracket while this many of ours are live (the loop holds one position "
+        "per instrument at a time).",
     )
     include_fees = models.BooleanField(
         default=False, help_text="Count the taker fees of entry and stop inside the risk."

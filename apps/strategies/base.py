@@ -187,7 +187,7 @@ class ClosedTrade:
     entry_price: Decimal
     exit_price: Decimal
     amount: Decimal
-    pnl: Decimal
+    pnl: Decimal  # realized, before fees, in the settlement currency
     fees: Decimal
     entry_time_ms: int
     exit_time_ms: int
