@@ -48,8 +48,7 @@ async def test_connections_over_the_rate_are_refused(user, client, settings):
         communicator = await _socket(client, user)
         connected, code = await communicator.connect()
         results.append((connected, code))
-        if connected:
-            await communicator.disconnect()
+        await communicator.disconnect()  # refused ones too: ends the consumer's application task
     assert [r[0] for r in results] == [True, True, True, False]
     assert results[-1][1] == CLOSE_RATE_LIMITED
 
@@ -62,6 +61,7 @@ async def test_open_sockets_per_user_are_capped(user, client, settings):
     assert (await second.connect())[0]
     connected, code = await third.connect()
     assert not connected and code == CLOSE_RATE_LIMITED
+    await third.disconnect()
     await first.disconnect()
     again = await _socket(client, user, "10.0.1.9")
     assert (await again.connect())[0]  # a closed socket frees its place
