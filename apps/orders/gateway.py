@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -26,7 +27,9 @@ from apps.brokers.base import (
 )
 from apps.monitoring import metrics
 
+log = logging.getLogger("tradebaas.gateway")
 T = TypeVar("T")
+INBOX_LIMIT = 5000  # items waiting for the loop; about 3.5 days of 1-minute candles
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,7 @@ class BrokerGateway:
         self.broker = broker
         self.timeout = timeout
         self.inbox: queue.Queue[StreamItem] = queue.Queue()
+        self.dropped = 0
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._serve, name=f"broker-{broker.broker_id}", daemon=True
@@ -131,13 +135,31 @@ class BrokerGateway:
 
     # --- streams ----------------------------------------------------------------------------
 
+    def _enqueue(self, item: StreamItem) -> None:
+        """Put a candle or an event; past ``INBOX_LIMIT`` the oldest candle/event is dropped
+        (counted and logged) so a loop that falls behind never grows without bound. An end of
+        stream is never dropped. Events are hints only: positions and legs are read again."""
+        with self.inbox.mutex:
+            pending = self.inbox.queue
+            if len(pending) >= INBOX_LIMIT:
+                for index, queued in enumerate(pending):
+                    if queued.kind != "stream_end":
+                        del pending[index]
+                        self.dropped += 1
+                        break
+        if self.dropped and self.dropped % 1000 == 1:
+            log.warning(
+                "broker inbox full: %d old items dropped (the loop falls behind)", self.dropped
+            )
+        self.inbox.put(item)
+
     def start_streams(self, instrument: str, resolution_minutes: int) -> None:
         """Pump closed candles and broker events into ``inbox``."""
 
         async def pump(kind: str, source: Callable[[], AsyncIterator[Any]]) -> None:
             try:
                 async for item in source():
-                    self.inbox.put(StreamItem(kind, item, time.perf_counter()))
+                    self._enqueue(StreamItem(kind, item, time.perf_counter()))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

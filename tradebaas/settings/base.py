@@ -118,8 +118,9 @@ REDIS_URL = redis_url()
 # Keys in Redis (locks, heartbeats, throttles) start with this, so tests can run side by side.
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="tradebaas:")
 
+# daphne runs the web process directly (python -m daphne): it is not an installed app, so the
+# workers do not load twisted and autobahn.
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

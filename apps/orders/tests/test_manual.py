@@ -259,3 +259,20 @@ def test_without_a_loop_the_runner_side_connects_to_the_active_account(settings)
             "No strategy was running. Closed no position; cancelled 1"
         )
         assert sim.state()["open_orders"] == []
+
+
+def test_the_broker_inbox_is_bounded_and_keeps_the_end_of_stream(monkeypatch):
+    from apps.orders import gateway as gateway_module
+    from apps.orders.gateway import StreamItem
+
+    monkeypatch.setattr(gateway_module, "INBOX_LIMIT", 3)
+    gateway = BrokerGateway(FaultyPaperBroker(linked=True, warmup=5))
+    try:
+        gateway._enqueue(StreamItem("stream_end", "first stream ended", 0.0))
+        for n in range(5):
+            gateway._enqueue(StreamItem("candle", n, 0.0))
+        kinds = [(item.kind, item.payload) for item in list(gateway.inbox.queue)]
+        assert kinds == [("stream_end", "first stream ended"), ("candle", 3), ("candle", 4)]
+        assert gateway.dropped == 3
+    finally:
+        gateway.close()
