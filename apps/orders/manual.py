@@ -106,8 +106,15 @@ def perform(call: Callable[..., Any], command: dict[str, Any]) -> dict[str, Any]
     """Do ``command`` on the broker; a report for the trader, never an exception."""
     action = command.get("action")
     try:
-        positions = {p.instrument: p for p in call("positions") if p.size != 0}
-        orders: list[Order] = [o for o in call("open_orders") if o.is_live]
+        scope = command.get("instrument")  # close-position: that instrument only
+        positions = {
+            p.instrument: p
+            for p in call("positions")
+            if p.size != 0 and scope in (None, p.instrument)
+        }
+        orders: list[Order] = [
+            o for o in call("open_orders") if o.is_live and scope in (None, o.instrument)
+        ]
         cancelled, closed = [], []
         if action == "close_position" or command.get("close_position"):
             for instrument in list(positions):
@@ -200,4 +207,10 @@ def kill_switch_execute(*, user, close_position: bool) -> str:
 
 
 def position_close_execute(*, user) -> str:
-    return dispatch({"action": "close_position"})
+    """Close the position the page shows (its bracket's instrument), and cancel its legs."""
+    from apps.orders.models import LIVE_BRACKET_STATES, Bracket
+
+    bracket = Bracket.objects.filter(state__in=LIVE_BRACKET_STATES).order_by("-id").first()
+    if bracket is None:
+        raise ActionFailed("There is no open position to close.")
+    return dispatch({"action": "close_position", "instrument": bracket.instrument})

@@ -276,3 +276,20 @@ def test_the_broker_inbox_is_bounded_and_keeps_the_end_of_stream(monkeypatch):
         assert gateway.dropped == 3
     finally:
         gateway.close()
+
+
+def test_close_position_touches_only_the_instrument_it_names(make_gateway):
+    gateway = make_gateway()
+    bracket_place(gateway=gateway, plan=plan_for(gateway))
+    gateway.call(
+        "place_order",
+        OrderRequest(
+            "ETH-PERPETUAL", Side.BUY, Decimal("10"), "limit", label="other", price=Decimal("100")
+        ),
+    )
+    result = manual.perform(gateway.call, {"action": "close_position", "instrument": INSTRUMENT})
+    assert result["ok"], result
+    assert position_size(gateway) == 0
+    assert [o.label for o in live_orders(gateway)] == [
+        "other"
+    ]  # the other instrument's order stays
