@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -133,14 +134,17 @@ def strategy_start(request: HttpRequest) -> HttpResponse:
     }
     errors: dict[str, str] = {}
     try:
-        preferences.risk_from_form(form)  # validated and saved: the run reads it fresh per trade
-        preferences.remember(request.user, form)
-        run_start(
-            strategy=strategy_id,
-            params=form["params"],
-            instrument=form["instrument"],
-            user=request.user,
-        )
+        # One transaction: a refused start (bad parameter, a run already active) must not
+        # change the risk that a running loop reads for its next trade.
+        with transaction.atomic():
+            preferences.risk_from_form(form)  # the run reads it fresh for every trade
+            preferences.remember(request.user, form)
+            run_start(
+                strategy=strategy_id,
+                params=form["params"],
+                instrument=form["instrument"],
+                user=request.user,
+            )
     except preferences.FormError as exc:
         errors = exc.errors
     except ParamError as exc:

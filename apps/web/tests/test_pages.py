@@ -78,11 +78,12 @@ def test_start_creates_one_run_saves_risk_and_remembers_the_choice(
                 "strategy": "ma_cross",
                 "instrument": "BTC-PERPETUAL",
                 "risk_mode": "percent",
-                "risk_value": "5",
+                "risk_value": "9",
                 "max_open_trades": "1",
             },
         )
     assert "already active" in again.content.decode()
+    assert risk_settings_get().value == 5  # the refused start did not change the running risk
     assert StrategyRun.objects.count() == 1
 
 
