@@ -521,53 +521,42 @@ def _place_emulated(
         placed[0] = entry
         order_row_update(rows[OrderRole.ENTRY], entry)
         amount = entry.filled_amount if entry.state is OrderState.FILLED else plan.amount
-        step = "stop-loss"
-        guard()
-        stop = _send_leg(
-            gateway,
-            rows[OrderRole.STOP_LOSS],
-            OrderRequest(
-                instrument=plan.instrument,
-                side=plan.side.opposite,
-                amount=amount,
-                order_type="stop_market",
-                label=stop_label,
-                trigger_price=plan.stop_price,
-                trigger="mark_price",
-                reduce_only=True,
+        legs = (
+            ("stop-loss", OrderRole.STOP_LOSS, "stop_market", stop_label, None, plan.stop_price),
+            (
+                "take-profit",
+                OrderRole.TAKE_PROFIT,
+                "take_limit",
+                tp_label,
+                plan.take_profit_price,
+                plan.take_profit_price,
             ),
-            bracket,
         )
-        if stop is None:
-            raise BracketError("stop-loss not placed")
-        placed.append(stop)
-        step = "verify stop-loss"
-        stop = _verify_leg(gateway, stop, stop_label)
-        order_row_update(rows[OrderRole.STOP_LOSS], stop)
-        step = "take-profit"
-        guard()
-        take = _send_leg(
-            gateway,
-            rows[OrderRole.TAKE_PROFIT],
-            OrderRequest(
-                instrument=plan.instrument,
-                side=plan.side.opposite,
-                amount=amount,
-                order_type="take_limit",
-                label=tp_label,
-                price=plan.take_profit_price,
-                trigger_price=plan.take_profit_price,
-                trigger="mark_price",
-                reduce_only=True,
-            ),
-            bracket,
-        )
-        if take is None:
-            raise BracketError("take-profit not placed")
-        placed.append(take)
-        step = "verify take-profit"
-        take = _verify_leg(gateway, take, tp_label)
-        order_row_update(rows[OrderRole.TAKE_PROFIT], take)
+        for name, role, order_type, label, price, trigger_price in legs:  # stop first, always
+            step = name
+            guard()
+            leg = _send_leg(
+                gateway,
+                rows[role],
+                OrderRequest(
+                    instrument=plan.instrument,
+                    side=plan.side.opposite,
+                    amount=amount,
+                    order_type=order_type,
+                    label=label,
+                    price=price,
+                    trigger_price=trigger_price,
+                    trigger="mark_price",
+                    reduce_only=True,
+                ),
+                bracket,
+            )
+            if leg is None:
+                raise BracketError(f"{name} not placed")
+            placed.append(leg)
+            step = f"verify {name}"
+            leg = _verify_leg(gateway, leg, label)
+            order_row_update(rows[role], leg)
     except BracketRefused:
         raise
     except BaseException as exc:
@@ -586,6 +575,7 @@ def _place_emulated(
     bracket.opened_ms = entry.created_ms or int(time.time() * 1000)
     bracket.state = BracketState.OPEN
     bracket.save(update_fields=["opened_ms", "state", "updated_at"])
+    stop = placed[1]  # entry, stop-loss, take-profit: in the order they were placed
     _outcome(bracket, "opened", entry=entry.order_id, stop_id=stop.order_id, emulated=True)
     bracket.acked_at = acked
     return bracket
