@@ -56,6 +56,17 @@ def anon_api_client() -> APIClient:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A new channel layer object per test: channels_redis keeps asyncio locks bound to the event
+    loop that first used them, and each async test has its own loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _clean_redis_keys():
     """Each test leaves none of our locks, heartbeats or cache entries behind.
 
