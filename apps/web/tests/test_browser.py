@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from apps.brokers.simulator.testing import deribit_sim_thread
+from tradebaas.testing import wait_for
 
 from .browser import live_stack, login
 
@@ -266,11 +267,12 @@ def test_close_position_then_kill_switch_on_a_paper_run(
     page.wait_for_selector("#close-result .ok, #action-result.ok", timeout=30000)
     assert "Closed BTC-PERPETUAL" in page.inner_text("#close-result")
     page.keyboard.press("Escape")
-    # the loop sees the position gone, records the trade from the fills, and analyses again
+    # the loop sees the position gone and records the trade from the fills. The state alone
+    # cannot tell: POSITION_OPEN matches before the loop has noticed the close.
+    wait_for(lambda: Trade.objects.exists(), timeout=30, what="the closed trade in history")
     page.wait_for_selector(
         "#run-state[data-state=ANALYZING], #run-state[data-state=POSITION_OPEN]", timeout=30000
     )
-    assert Trade.objects.count() >= 1
     shot(page, artifacts_dir, "16-closed-by-hand")
     page.click("#kill-switch")
     page.check("#kill-close-position")
