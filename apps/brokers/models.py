@@ -1,4 +1,5 @@
-"""BrokerAccount: the credentials of one exchange account, encrypted at rest, and its state.
+"""BrokerAccount: the credentials of one exchange account, encrypted at rest, and its state;
+PaperExchangeState: the paper exchange's account, kept across restarts.
 
 At most one account is active (a partial unique index, so two racing connects cannot both win).
 The state fields say what the last connect/test/disconnect found; the snapshot fields hold the
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.brokers import crypto
@@ -99,3 +100,65 @@ class BrokerAccount(models.Model):
             "currency": self.snapshot_currency,
             "at": self.snapshot_at.isoformat(),
         }
+
+
+PAPER_STATE_ID = 1
+
+
+class PaperExchangeState(models.Model):
+    """The paper exchange's account and replay cursor (one row), so paper trading survives a
+    restart like a real exchange account does (``apps.brokers.simulator.snapshot``).
+
+    ``owner`` names the PaperBroker session that holds the account: connecting claims it, and a
+    write counts only while the writer still owns it (``writes`` counts them), so a session that
+    lost the account to a newer one can never overwrite the newer state.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=PAPER_STATE_ID, editable=False)
+    data = models.JSONField(default=dict, blank=True)
+    format_version = models.PositiveIntegerField(default=0)
+    owner = models.CharField(max_length=32, blank=True)
+    writes = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "paper exchange state"
+        verbose_name_plural = "paper exchange state"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(id=PAPER_STATE_ID), name="brokers_paper_state_single_row"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Paper exchange state (format {self.format_version}, {self.writes} writes)"
+
+    @classmethod
+    def claim(cls, owner: str) -> PaperExchangeState:
+        """Make ``owner`` the session that holds the account; the row as it was stored."""
+        with transaction.atomic():
+            row, _ = cls.objects.select_for_update().get_or_create(id=PAPER_STATE_ID)
+            row.owner = owner
+            row.save(update_fields=["owner"])
+        return row
+
+    @classmethod
+    def store(cls, owner: str, data: dict, format_version: int) -> bool:
+        """Write the state as ``owner`` (one UPDATE); False when ``owner`` no longer holds it."""
+        return bool(
+            cls.objects.filter(id=PAPER_STATE_ID, owner=owner).update(
+                data=data,
+                format_version=format_version,
+                writes=F("writes") + 1,
+                updated_at=timezone.now(),
+            )
+        )
+
+    @classmethod
+    def reset(cls) -> PaperExchangeState | None:
+        """Forget the paper account (the next session starts fresh); the row that was removed."""
+        with transaction.atomic():
+            row = cls.objects.select_for_update().filter(id=PAPER_STATE_ID).first()
+            if row is not None:
+                row.delete()
+        return row

@@ -309,6 +309,16 @@ class CandleFeed:
         """Make ``run_async`` / iteration end after the current candle."""
         self._stopped = True
 
+    @property
+    def _span_ms(self) -> int:
+        """How far one pass over the series moves the clock (its times keep increasing)."""
+        return self.candles[-1].open_time_ms - self.candles[0].open_time_ms + self.duration_ms
+
+    def _replayed_candle(self, index: int) -> Candle:
+        """Candle number ``index`` of the endless replay (pass × series length + position)."""
+        rounds, position = divmod(index, len(self.candles))
+        return scaled(self.candles[position], 1.0, self.time_offset_ms + rounds * self._span_ms)
+
     def _next_candle(self) -> Candle | None:
         if self.position >= len(self.candles):
             if not self.loop:
@@ -317,8 +327,21 @@ class CandleFeed:
             self.rounds += 1
         candle = self.candles[self.position]
         self.position += 1
-        span = self.candles[-1].open_time_ms - self.candles[0].open_time_ms + self.duration_ms
-        return scaled(candle, 1.0, self.time_offset_ms + self.rounds * span)
+        return scaled(candle, 1.0, self.time_offset_ms + self.rounds * self._span_ms)
+
+    def next_open_ms(self) -> int | None:
+        """When the next candle will open (None when the feed is exhausted); moves nothing."""
+        if self.exhausted:
+            return None
+        return self._replayed_candle(self.rounds * len(self.candles) + self.position).open_time_ms
+
+    def recent(self, count: int) -> list[Candle]:
+        """The last ``count`` candles replayed (at most ``stepped``), oldest first, unscaled, with
+        the times the current ``time_offset_ms`` gives them: what a restored replay rebuilds its
+        candle history from without stepping the engine again."""
+        end = self.rounds * len(self.candles) + self.position
+        start = max(0, end - min(count, self.stepped))
+        return [self._replayed_candle(index) for index in range(start, end)]
 
     def _emit_close(self, candle: Candle) -> list[ClosedCandle]:
         closed = []
