@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from .feed import CandleFeed
 
 FORMAT_VERSION = 1
-MAX_CLOSED_ORDERS = 300
-MAX_TRADES = 600
+MAX_CLOSED_ORDERS = 100
+MAX_TRADES = 200
 
 # every slot of WorkingOrder except the book (stored as its instrument) and th/up (per book)
 ORDER_FIELDS = (

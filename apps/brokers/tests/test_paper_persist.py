@@ -6,7 +6,6 @@ store writes on its own thread, so the tests use committed transactions (transac
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal as D
@@ -55,10 +54,10 @@ def paper(**kwargs) -> BrokerGateway:
 
 def crash(gateway: BrokerGateway) -> None:
     """The process dies: no disconnect, no last write; the broker's loop just stops."""
-    broker = gateway.broker
     gateway.loop.call_soon_threadsafe(gateway.loop.stop)
     gateway._thread.join(timeout=5)
-    asyncio.run(broker._store.close())  # only the test's database connection is tidied
+    # only the test's database connection is tidied
+    gateway.loop.run_until_complete(gateway.broker._store.close())
 
 
 def stored() -> PaperExchangeState:
