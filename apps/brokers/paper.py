@@ -49,7 +49,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from apps.brokers.base import (
     AccountSummary,
@@ -87,6 +87,9 @@ from apps.brokers.simulator.snapshot import (
     engine_snapshot,
     snapshot_summary,
 )
+
+if TYPE_CHECKING:
+    from apps.brokers.models import PaperExchangeState
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +160,7 @@ class PaperStateStore:
             self._executor, _with_connection, function, *args
         )
 
-    async def claim(self) -> Any:
+    async def claim(self) -> PaperExchangeState:
         """Become the session that holds the paper account; the row as it was stored."""
         from apps.brokers.models import PaperExchangeState
 
@@ -347,7 +350,7 @@ class PaperBroker:
 
     # --- persistence ------------------------------------------------------------------------
 
-    def _restore(self, row: Any) -> None:
+    def _restore(self, row: PaperExchangeState) -> None:
         """Put the stored account into the fresh engine; a bad snapshot is logged, not raised."""
         try:
             if row.format_version != FORMAT_VERSION:
