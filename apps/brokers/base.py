@@ -210,6 +210,9 @@ class BracketResult:
     entry: Order
     stop_loss: Order
     take_profit: Order
+    # time.perf_counter() when the exchange acknowledged the placement request (before the
+    # legs were read back); None when the broker does not tell
+    acked_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -497,6 +497,11 @@ class PaperBroker:
                 BrokerEvent(EventKind.CANDLE, closed.candle, closed.candle.open_time_ms + MINUTE_MS)
             )
 
+    def pushes_account_changes(self, currency: str) -> bool:
+        """Every order, fill and position change of the engine is published to ``events()``
+        listeners (after it is saved, when persisting)."""
+        return True
+
     def events(self) -> AsyncIterator[BrokerEvent]:
         """ORDER, FILL, POSITION and CANDLE events (the closed 1-minute candles of
         ``main_instrument``, the first instrument: BTC-PERPETUAL by default).

@@ -192,7 +192,8 @@ def _instantiate(
     except (ImportError, AttributeError) as exc:
         raise BrokerUnavailable(f"The {info.name} adapter is not available: {exc}") from exc
     if info.id == registry.PAPER_ID:
-        return adapter(speed=settings.PAPER_SPEED)
+        # the paper account lives in the database: a restarted loop finds its position
+        return adapter(speed=settings.PAPER_SPEED, persist=True)
     if info.adapter == registry.DERIBIT_ADAPTER:
         return adapter(
             api_key,

@@ -49,6 +49,7 @@ from apps.monitoring import metrics
 from apps.monitoring.events import event_record
 from apps.orders.gateway import BrokerGateway
 from apps.orders.models import Bracket, BracketState, Order, OrderRole, OrderStatus
+from tradebaas.fastsql import GuardedUpdate, insert_rows, write_guarded
 
 log = logging.getLogger("tradebaas.brackets")
 
@@ -110,6 +111,23 @@ class OrphansDetected(BracketError):
 
 class PositionExists(BracketError):
     code = "POSITION_EXISTS"
+
+
+class IntentRefused(BracketError):
+    """The intent's condition did not hold (the run was stopped or moved on): nothing was
+    written and nothing was sent."""
+
+    code = "INTENT_REFUSED"
+
+
+@dataclass(frozen=True, slots=True)
+class IntentCondition:
+    """Writes that go with a bracket's intent or not at all: ``guard`` must match its row, and
+    ``rows`` are inserted with the intent (the runner: its run still active, owned by its
+    lock's fence and in the state it left; the run's transition rows)."""
+
+    guard: GuardedUpdate
+    rows: list[Any]
 
 
 class BracketRefused(BracketError):
@@ -176,66 +194,81 @@ def _set_state(bracket: Bracket, state: str, error: str = "") -> None:
     bracket.save(update_fields=fields)
 
 
-def _write_intent(plan: BracketPlan, gateway: BrokerGateway) -> tuple[Bracket, dict[str, Order]]:
+def _write_intent(
+    plan: BracketPlan, gateway: BrokerGateway, condition: IntentCondition | None = None
+) -> tuple[Bracket, dict[str, Order]]:
     """Bracket and order rows before anything is sent. A linked set goes out in one request
-    right after this, so its rows say SENT at once (the crash-safe side: look them up)."""
+    right after this, so its rows say SENT at once (the crash-safe side: look them up).
+
+    One statement on PostgreSQL, with the ``condition``'s writes (tradebaas/fastsql.py): the
+    candle-close path pays one round trip and one commit here."""
     entry_label, stop_label, tp_label = bracket_labels(plan.bracket_id)
     status = OrderStatus.SENT if gateway.supports_linked_orders else OrderStatus.INTENT
     exit_side = plan.side.opposite
-    with transaction.atomic():
-        bracket = Bracket.objects.create(
-            bracket_id=plan.bracket_id,
-            run_id=plan.run_id,
-            broker_account_id=plan.account_id,
-            broker=gateway.broker_id,
-            instrument=plan.instrument,
+    bracket = Bracket(
+        bracket_id=plan.bracket_id,
+        run_id=plan.run_id,
+        broker_account_id=plan.account_id,
+        broker=gateway.broker_id,
+        instrument=plan.instrument,
+        side=str(plan.side),
+        amount=plan.amount,
+        signal_price=plan.signal_price,
+        stop_price=plan.stop_price,
+        take_profit_price=plan.take_profit_price,
+        linked=gateway.supports_linked_orders,
+        state=BracketState.PLACING,
+        risk_settings=plan.risk_settings,
+        sizing=plan.sizing,
+        signal=plan.signal,
+    )
+    rows = {
+        OrderRole.ENTRY: Order(
+            bracket=bracket,
+            role=OrderRole.ENTRY,
+            label=entry_label,
+            order_type=plan.entry_type,
             side=str(plan.side),
             amount=plan.amount,
-            signal_price=plan.signal_price,
-            stop_price=plan.stop_price,
-            take_profit_price=plan.take_profit_price,
-            linked=gateway.supports_linked_orders,
-            state=BracketState.PLACING,
-            risk_settings=plan.risk_settings,
-            sizing=plan.sizing,
-            signal=plan.signal,
+            price=plan.entry_price,
+            status=status,
+        ),
+        OrderRole.STOP_LOSS: Order(
+            bracket=bracket,
+            role=OrderRole.STOP_LOSS,
+            label=stop_label,
+            order_type="stop_market",
+            side=str(exit_side),
+            amount=plan.amount,
+            trigger_price=plan.stop_price,
+            reduce_only=True,
+            status=status,
+        ),
+        OrderRole.TAKE_PROFIT: Order(
+            bracket=bracket,
+            role=OrderRole.TAKE_PROFIT,
+            label=tp_label,
+            order_type="take_limit",
+            side=str(exit_side),
+            amount=plan.amount,
+            price=plan.take_profit_price,
+            trigger_price=plan.take_profit_price,
+            reduce_only=True,
+            status=status,
+        ),
+    }
+    orders = list(rows.values())
+    if condition is None:
+        with transaction.atomic():
+            insert_rows([bracket])
+            for order in orders:
+                order.bracket_id = bracket.pk
+            insert_rows(orders)
+    elif not write_guarded(condition.guard, condition.rows, bracket, orders, link="bracket"):
+        raise IntentRefused(
+            f"bracket {plan.bracket_id}: not written, not sent (the condition no longer holds)",
+            bracket_id=plan.bracket_id,
         )
-        rows = {
-            OrderRole.ENTRY: Order(
-                bracket=bracket,
-                role=OrderRole.ENTRY,
-                label=entry_label,
-                order_type=plan.entry_type,
-                side=str(plan.side),
-                amount=plan.amount,
-                price=plan.entry_price,
-                status=status,
-            ),
-            OrderRole.STOP_LOSS: Order(
-                bracket=bracket,
-                role=OrderRole.STOP_LOSS,
-                label=stop_label,
-                order_type="stop_market",
-                side=str(exit_side),
-                amount=plan.amount,
-                trigger_price=plan.stop_price,
-                reduce_only=True,
-                status=status,
-            ),
-            OrderRole.TAKE_PROFIT: Order(
-                bracket=bracket,
-                role=OrderRole.TAKE_PROFIT,
-                label=tp_label,
-                order_type="take_limit",
-                side=str(exit_side),
-                amount=plan.amount,
-                price=plan.take_profit_price,
-                trigger_price=plan.take_profit_price,
-                reduce_only=True,
-                status=status,
-            ),
-        }
-        Order.objects.bulk_create(rows.values())
     return bracket, rows
 
 
@@ -266,16 +299,49 @@ def _outcome(bracket: Bracket, outcome: str, **context: Any) -> None:
 # --- the service -----------------------------------------------------------------------------
 
 
-def preflight(gateway: BrokerGateway, plan: BracketPlan) -> None:
-    """Orphans block; a position already open on the instrument blocks (no second entry)."""
+@dataclass(frozen=True, slots=True)
+class AccountCheck:
+    """What the pre-flight found on the account: orphan orders, and positions held on the
+    instrument. ``clear`` when a bracket may go out."""
+
+    instrument: str
+    orphans: tuple[BrokerOrder, ...] = ()
+    held: tuple[Decimal, ...] = ()  # sizes of positions open on the instrument
+
+    @property
+    def clear(self) -> bool:
+        return not self.orphans and not self.held
+
+
+def account_check(gateway: BrokerGateway, instrument: str) -> AccountCheck:
+    """Read the account for the pre-flight (the exchange, not our rows)."""
     from apps.orders.orphans import find_orphans
 
     orphans = find_orphans(gateway)
-    if orphans:
-        ids = [f"{o.label}:{o.order_id}" for o in orphans]
+    spec = instrument_spec(gateway, instrument)
+    held = [
+        p.size
+        for p in gateway.call("positions", spec.settlement_currency)
+        if p.instrument == instrument and p.size != 0
+    ]
+    return AccountCheck(instrument=instrument, orphans=tuple(orphans), held=tuple(held))
+
+
+def preflight(gateway: BrokerGateway, plan: BracketPlan, check: AccountCheck | None = None) -> None:
+    """Orphans block; a position already open on the instrument blocks (no second entry).
+
+    ``check``: a pre-flight the caller read earlier and knows to be current (the runner keeps
+    one while it waits for a candle and drops it on any account event from the broker's push
+    stream; see ``apps.strategies.runner.entry``). Without one, or for another instrument, the
+    account is read now.
+    """
+    if check is None or check.instrument != plan.instrument:
+        check = account_check(gateway, plan.instrument)
+    if check.orphans:
+        ids = [f"{o.label}:{o.order_id}" for o in check.orphans]
         event_record(
             kind="orphans_detected",
-            message=f"Placement blocked: {len(orphans)} orphan order(s) on the account: "
+            message=f"Placement blocked: {len(ids)} orphan order(s) on the account: "
             + ", ".join(ids),
             level="error",
             context={"orders": ids},
@@ -283,33 +349,35 @@ def preflight(gateway: BrokerGateway, plan: BracketPlan) -> None:
             alert=True,
         )
         raise OrphansDetected("orphan orders on the account block the placement", orders=ids)
-    spec = instrument_spec(gateway, plan.instrument)
-    held = [
-        p
-        for p in gateway.call("positions", spec.settlement_currency)
-        if p.instrument == plan.instrument and p.size != 0
-    ]
-    if held:
+    if check.held:
         raise PositionExists(
-            f"a position of {held[0].size} is already open on {plan.instrument}",
+            f"a position of {check.held[0]} is already open on {plan.instrument}",
             orders=[],
         )
 
 
 def bracket_place(
-    *, gateway: BrokerGateway, plan: BracketPlan, guard: Guard | None = None
+    *,
+    gateway: BrokerGateway,
+    plan: BracketPlan,
+    guard: Guard | None = None,
+    check: AccountCheck | None = None,
+    condition: IntentCondition | None = None,
 ) -> Bracket:
     """Place ``plan`` as one complete set or nothing. Returns the OPEN Bracket row.
+
+    ``check``: a current pre-flight read by the caller (see ``preflight``). ``condition``:
+    writes that go with the intent or not at all (the runner's move to ENTERING_POSITION);
+    when its guard matches nothing, ``IntentRefused`` is raised and nothing was written or
+    sent.
 
     Raises OrphansDetected, PositionExists, BracketRefused (nothing placed), BracketRolledBack,
     BracketBroken (critical alert sent), BracketUnknown (resolve later by label); a guard's
     exception (lost lock) propagates after the rollback.
     """
     guard = guard or (lambda: None)
-    preflight(gateway, plan)
-    if gateway.supports_linked_orders:
-        guard()  # checked again right before the request
-    bracket, rows = _write_intent(plan, gateway)
+    preflight(gateway, plan, check)
+    bracket, rows = _write_intent(plan, gateway, condition)
     if gateway.supports_linked_orders:
         return _place_linked(gateway, plan, bracket, rows, guard)
     return _place_emulated(gateway, plan, bracket, rows, guard)
@@ -323,10 +391,15 @@ def _place_linked(
     guard: Guard,
 ) -> Bracket:
     request = plan.request()
-    guard()
+    try:
+        guard()  # right before the request
+    except BaseException as exc:
+        Order.objects.filter(bracket=bracket).update(status=OrderStatus.NOT_PLACED)
+        _set_state(bracket, BracketState.FAILED, f"not sent: {type(exc).__name__}: {exc}")
+        raise
     try:
         result: BracketResult | None = gateway.place_bracket(request)
-        acked = time.perf_counter()
+        acked = result.acked_at or time.perf_counter()
     except (OrderOutcomeUnknown, ConnectionLost, TimeoutError) as exc:
         _set_state(bracket, BracketState.UNKNOWN, f"outcome unknown: {exc}")
         log.warning("bracket %s: outcome unknown (%s); resolving by label", plan.bracket_id, exc)

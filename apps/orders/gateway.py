@@ -62,6 +62,13 @@ class BrokerGateway:
     def supports_linked_orders(self) -> bool:
         return bool(getattr(self.broker, "supports_linked_orders", False))
 
+    def pushes_account_changes(self, currency: str) -> bool:
+        """Every order, fill and position change in ``currency`` reaches the inbox as an event:
+        the broker pushes them and the streams run. Then what was read of the account stays
+        true until an event arrives."""
+        probe = getattr(self.broker, "pushes_account_changes", None)
+        return bool(self._tasks) and callable(probe) and bool(probe(currency))
+
     @property
     def broker_id(self) -> str:
         return self.broker.broker_id
@@ -188,6 +195,10 @@ class BrokerGateway:
             return self.inbox.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def has_waiting(self) -> bool:
+        """Something is in the inbox already."""
+        return not self.inbox.empty()
 
     def next_queued(self) -> StreamItem | None:
         """The next item if one is already waiting; never waits."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
+
+from django.db import connection
 
 from apps.risk.models import SINGLETON_ID, RiskSettings, plain
 from apps.risk.protections import ProtectionLimits
@@ -14,6 +17,24 @@ log = logging.getLogger("apps.risk")
 def risk_settings_current() -> RiskSettings:
     """The settings as stored now (the defaults, unsaved, when no row exists yet)."""
     return RiskSettings.objects.filter(pk=SINGLETON_ID).first() or RiskSettings()
+
+
+def risk_settings_values() -> tuple | None:
+    """Every column of the settings row as stored now, in one cheap query (no ORM): for the
+    runner to tell, on each trade, whether the row it sized with is still the row (None: no
+    row yet, the defaults apply)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_values_sql(), [SINGLETON_ID])
+        return cursor.fetchone()
+
+
+@functools.cache
+def _values_sql() -> str:
+    quote = connection.ops.quote_name
+    opts = RiskSettings._meta
+    columns = ", ".join(quote(f.column) for f in opts.concrete_fields)
+    table, pk = quote(opts.db_table), quote(opts.pk.column)
+    return f"SELECT {columns} FROM {table} WHERE {pk} = %s"  # noqa: S608
 
 
 def risk_settings_for_trade() -> RiskSettings:

@@ -19,6 +19,7 @@ from django.db import transaction
 from apps.brokers.base import InstrumentSpec, Side
 from apps.risk.models import SINGLETON_ID, RiskSettings, plain
 from apps.risk.selectors import (
+    risk_settings_current,
     risk_settings_for_trade,
     risk_settings_snapshot,
     risk_settings_snapshot_of,
@@ -90,12 +91,18 @@ def risk_size_trade(
     stop: Decimal,
     equity: Decimal,
     available_funds: Decimal | None = None,
+    settings: RiskSettings | None = None,
 ) -> TradeSizing:
     """Size one trade with the settings as they are in the database now.
 
+    ``settings``: the row the caller has just read for this trade (the runner reads it on the
+    candle close itself and logs the sizing after the order went out); without it the row is
+    read here and the sizing is logged at once.
+
     Raises ``apps.risk.sizing.SizingRefused`` when the sizer refuses the trade.
     """
-    settings = risk_settings_for_trade()
+    quiet = settings is not None
+    settings = settings or risk_settings_current()
     result = size_position(
         spec=spec,
         side=side,
@@ -108,17 +115,31 @@ def risk_size_trade(
         leverage_cap=settings.leverage_cap,
         include_fees=settings.include_fees,
     )
+    sized = TradeSizing(result=result, settings=risk_settings_snapshot_of(settings))
+    if not quiet:
+        sizing_log(spec.name, side, sized)
+    return sized
+
+
+def sizing_log(instrument: str, side: Side, sized: TradeSizing) -> None:
+    """The two log lines of a sizing: the settings used, and the size they gave."""
+    result = sized.result
+    log.info(
+        "Using risk settings: mode=%s value=%s",
+        sized.settings["mode"],
+        sized.settings["value"],
+        extra={"risk_settings": sized.settings},
+    )
     log.info(
         "Sized %s %s: amount=%s risk=%s %s (%s USD) leverage=%s",
         side.value,
-        spec.name,
+        instrument,
         plain(result.amount),
         plain(result.risk),
         result.risk_currency,
         plain(result.risk_usd),
         plain(result.leverage),
     )
-    return TradeSizing(result=result, settings=risk_settings_snapshot_of(settings))
 
 
 # The runner and the strategies app read these through the services module too.
@@ -130,4 +151,5 @@ __all__ = [
     "risk_settings_snapshot",
     "risk_settings_update",
     "risk_size_trade",
+    "sizing_log",
 ]

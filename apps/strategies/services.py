@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -17,6 +18,7 @@ from django.utils import timezone
 from apps.monitoring import metrics
 from apps.monitoring.events import event_record
 from apps.strategies.models import LOOP_STATES, RunState, RunTransition, StrategyRun
+from tradebaas.fastsql import GuardedUpdate
 
 log = logging.getLogger("tradebaas.runs")
 
@@ -77,7 +79,8 @@ def run_transition(
     may lead to ``to``) and, when ``fence`` is given, still owned by that loop.
 
     Returns True if this call moved it. Writes the transition row and the event; ERROR and
-    PAUSED alert. ``extra`` are more columns to set in the same UPDATE.
+    PAUSED alert. ``extra`` are more columns to set in the same UPDATE. ``pending``: collect
+    the events instead of sending them (``run_announce`` sends them later).
     """
     to = RunState(to)
     allowed = tuple(expected) if expected is not None else _ALLOWED_FROM[to]
@@ -125,6 +128,74 @@ def run_transition(
             pending.append(announcement)
     _state_gauge(to)
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One move of a ``run_transition_path``."""
+
+    to: RunState
+    reason: str
+    message: str = ""
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPath:
+    """The writes of several moves the loop makes at once, for the caller to make in its own
+    statement: ``guard`` (the run still active, owned by ``fence``, in the state it left) and
+    the transition ``rows``; ``announcements`` for ``run_announce`` once they are written."""
+
+    guard: GuardedUpdate
+    rows: list[RunTransition]
+    announcements: list[dict[str, Any]]
+    final: RunState
+
+
+def run_path(*, run_id: int, start: RunState, steps: list[Step], fence: int) -> RunPath:
+    """``run_transition`` for the loop's entry (ANALYZING → SIGNAL_DETECTED →
+    ENTERING_POSITION), written with the bracket's intent in one statement
+    (``apps.orders.brackets.bracket_place``): ONE conditional UPDATE from ``start`` to the
+    last state and the transition rows. Each move must be one ``run_transition`` allows."""
+    state = start
+    rows: list[RunTransition] = []
+    announcements: list[dict[str, Any]] = []
+    for step in steps:
+        if step.to in (RunState.ERROR, RunState.PAUSED) or state not in _ALLOWED_FROM[step.to]:
+            raise ValueError(f"{state} → {step.to} is not a move of the loop's path")
+        rows.append(
+            RunTransition(
+                run_id=run_id,
+                from_state=state,
+                to_state=step.to,
+                reason=step.reason,
+                message=step.message,
+                context=_jsonable(step.context),
+                actor="loop",
+            )
+        )
+        announcements.append(
+            {
+                "run_id": run_id,
+                "from": str(state),
+                "to": str(step.to),
+                "reason": step.reason,
+                "message": step.message,
+                "context": step.context,
+            }
+        )
+        state = step.to
+    guard = GuardedUpdate(
+        StrategyRun,
+        set={"state": str(state)},
+        where={"id": run_id, "state": str(start), "is_active": True, "fence": fence},
+    )
+    return RunPath(guard=guard, rows=rows, announcements=announcements, final=state)
+
+
+def run_path_written(path: RunPath) -> None:
+    """After the caller wrote ``path``: the state gauge (the events go with ``run_announce``)."""
+    _state_gauge(path.final)
 
 
 def _announce(item: dict[str, Any]) -> None:

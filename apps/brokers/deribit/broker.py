@@ -17,6 +17,7 @@ switches to ``take_market`` or ``limit`` if a trader prefers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -185,6 +186,11 @@ class DeribitBroker:
         for queue in self._event_queues:
             queue.put_nowait(event)
 
+    def pushes_account_changes(self, currency: str) -> bool:
+        """Every order, trade and position change of the account's futures in ``currency``
+        arrives on ``user.changes`` (to ``events()`` listeners)."""
+        return currency in self.currencies
+
     def _on_changes(self, data: Any) -> None:
         """``user.changes.*``: orders, trades and positions of one matching event."""
         if not self._event_queues or not isinstance(data, dict):
@@ -328,10 +334,12 @@ class DeribitBroker:
         except BaseException:
             self._unknown_deadlines.pop(request.bracket_id, None)  # known: not placed
             raise
+        acked_at = time.perf_counter()  # the exchange's answer: the set exists
         self._unknown_deadlines.pop(request.bracket_id, None)
         entry = codec.order_from_deribit(result["order"])
         try:
-            return await self._bracket_from_entry(entry, request)
+            legs = await self._bracket_from_entry(entry, request)
+            return dataclasses.replace(legs, acked_at=acked_at)
         except BrokerError as exc:
             # The bracket is on the exchange; only reading its legs failed.
             raise OrderOutcomeUnknown(

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import logging
 import signal as signals
+import sys
 import threading
 import time
 import traceback
@@ -50,9 +52,10 @@ from apps.monitoring.logging import log_context
 from apps.orders.brackets import (
     BracketPlan,
     BracketUnknown,
+    IntentCondition,
+    IntentRefused,
     OrphansDetected,
     bracket_place,
-    instrument_spec,
 )
 from apps.orders.gateway import BrokerGateway, StreamItem
 from apps.orders.manual import drain_commands, manual_commands_waiting
@@ -60,11 +63,22 @@ from apps.orders.models import Bracket, Trade
 from apps.orders.orphans import orphan_sweep_once
 from apps.orders.reconcile import reconcile
 from apps.orders.services import bracket_check, bracket_protect, trade_record
+from apps.risk.selectors import risk_settings_values
+from apps.risk.services import sizing_log
+from apps.risk.sizing import SizingRefused
 from apps.strategies.models import LOOP_STATES, RunState, StrategyRun
 from apps.strategies.runner.config import runner_setting
+from apps.strategies.runner.entry import MAX_AGE_S, EntryContext, entry_context_gather
 from apps.strategies.runner.lock import LockLost, RunnerLock
 from apps.strategies.runner.supervisor import LAUNCH_KEY
-from apps.strategies.services import run_announce, run_heartbeat, run_transition
+from apps.strategies.services import (
+    Step,
+    run_announce,
+    run_heartbeat,
+    run_path,
+    run_path_written,
+    run_transition,
+)
 from tradebaas.redis import redis_client, rkey
 
 log = logging.getLogger("tradebaas.runner")
@@ -76,6 +90,8 @@ LOOP_KEY = "state:runner-loop"
 ORPHAN_SWEEP_SECONDS = 60.0
 BURST_LIMIT = 50  # events handled in one pass before the position is followed
 OFFLINE_LIMIT_SECONDS = 120.0  # auto-reconnect that takes longer than this pauses the run
+SWITCH_INTERVAL_S = 0.0005
+PREPARE_REFRESH_S = MAX_AGE_S * 0.8  # a waiting loop gathers its entry context again this often
 
 
 class LoopExit(Exception):
@@ -169,6 +185,7 @@ def run_loop_forever(
     # scraped in this process: the age computed at scrape time, so a hung loop shows a growing
     # age; under prometheus multiprocess mode the value set on each pass is what is exported
     metrics.HEARTBEAT_AGE.set_function(_heartbeat_age)
+    _tune_process()
     lock = RunnerLock(run_id)
     if not lock.acquire():
         log.info("run %s: another loop holds the runner lock", run_id)
@@ -196,6 +213,32 @@ def run_loop_forever(
     finally:
         lock.release()  # LOCK_HELD follows the lock (lock.py)
         _fresh_connection()
+
+
+@contextlib.contextmanager
+def _no_collection():
+    """No cyclic garbage collection between a candle close and the exchange's answer: a full
+    collection in a Django process takes milliseconds. It runs after the answer instead."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _tune_process() -> None:
+    """For the loop's reaction time. The objects alive now (modules, settings, the app) are
+    moved out of the collector's sight (``gc.freeze``), so later collections only walk what
+    the loop allocates. A thread that wants the interpreter (the broker's I/O thread, with the
+    exchange's answer) gets it within ``SWITCH_INTERVAL_S`` instead of Python's 5 ms. Once per
+    process: the worker hosts one loop after another."""
+    if sys.getswitchinterval() == SWITCH_INTERVAL_S:
+        return
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def _announce_loop(run_id: int, fence: int) -> None:
@@ -251,6 +294,7 @@ class Loop:
         self.offline = False  # disconnected, waiting for the broker's own auto-reconnect
         self.offline_since = 0.0
         self.tail = _LogTail()
+        self.ready: EntryContext | None = None  # the next decision's context (entry.py)
         _show_state(self.state)
 
     # --- the whole life -----------------------------------------------------------------------
@@ -369,12 +413,18 @@ class Loop:
         if self.bracket is not None and now >= self.next_position_check and not self.offline:
             self._follow_position()
         if not self.offline and manual_commands_waiting():
+            self.ready = None
             self.lock.check()  # a manual close sends orders: only the lock holder may
             drain_commands(self.gateway.call, settle=self._settle_manual_close)
         if not self.offline and (now >= self.next_sweep or self._sweep_requested()):
+            self.ready = None
             self.next_sweep = now + ORPHAN_SWEEP_SECONDS
             self.lock.check()
             orphan_sweep_once(self.gateway, run_id=self.run_id)
+        if self.offline or self.bracket is not None or self.state is not RunState.ANALYZING:
+            self.ready = None
+        elif not self.gateway.has_waiting():  # nothing to handle first: gather for the close
+            self._prepare()
 
     def _settle_manual_close(self) -> None:
         """After a manual close: record the trade now, before the run stops."""
@@ -417,6 +467,7 @@ class Loop:
             payload = item.payload
             raise payload if isinstance(payload, Exception) else ConnectionLost(str(payload))
         if item.kind == "event":
+            self.ready = None  # the account changed (or the link did): read it again
             kind = getattr(item.payload, "kind", None)
             if kind is EventKind.DISCONNECTED:
                 if not self._comes_back():
@@ -445,7 +496,8 @@ class Loop:
             # a bracket that closed during this candle: its close is the next decision (as in
             # the backtest, which analyses the close of the candle in which the trade closed)
             if self.bracket is None and self.state is RunState.ANALYZING:
-                self._analyze(item.received)
+                with _no_collection():
+                    self._analyze(item.received)
         finally:  # after the decision: the chart never delays a bracket
             chart.record_candles(self.run_row.instrument, [candle])
 
@@ -528,6 +580,7 @@ class Loop:
     # --- start ---------------------------------------------------------------------------------
 
     def _reconcile(self) -> None:
+        self.ready = None
         params = self.run_row.params or {}
         report = reconcile(
             self.gateway,
@@ -581,78 +634,128 @@ class Loop:
         if signal is None:
             self._push_checkpoints(None)
             return
-        # Hot path: transition rows are written as it goes; their events (live push, alerts)
-        # go out once the exchange has answered, so they never delay the order.
+        # Hot path (entry.py): one fresh read of the risk settings, the sizing, ONE transaction
+        # (the run's transitions with the bracket's intent rows) and ONE request. The events
+        # of the transitions (live push, alerts) and the sizing's log lines go out once the
+        # exchange has answered, so they never delay the order.
+        ctx = self._entry_context()
         pending: list[dict[str, Any]] = []
         try:
-            self._move(
-                RunState.SIGNAL_DETECTED,
-                "signal",
-                signal.reason,
-                pending,
-                side=str(signal.side),
-                entry=str(signal.entry),
-                stop=str(signal.stop),
-                take_profit=str(signal.take_profit),
+            try:
+                plan, sized = self._plan(signal, ctx)
+            except (ProtectionTripped, SizingRefused, SignalRefused) as exc:
+                self._refused(signal, exc, pending)
+                return
+            path = run_path(
+                run_id=self.run_id,
+                start=self.state,
+                steps=[
+                    Step(
+                        RunState.SIGNAL_DETECTED, "signal", signal.reason, _signal_context(signal)
+                    ),
+                    Step(RunState.ENTERING_POSITION, "placing", "", {"bracket": plan.bracket_id}),
+                ],
+                fence=self.fence,
             )
             try:
-                plan = self._plan(signal)
-            except ProtectionTripped:
-                raise
-            except Exception as exc:
-                from apps.risk.sizing import SizingRefused
-
-                if not isinstance(exc, SizingRefused | SignalRefused):
-                    raise
-                run_announce(pending)
-                event_record(
-                    kind="trade_refused",
-                    message=f"Signal not traded: {exc}",
-                    level="warning",
-                    context={"code": str(getattr(exc, "code", "")), "signal": signal.as_dict()},
-                    run_id=self.run_id,
+                self.bracket = bracket_place(
+                    gateway=self.gateway,
+                    plan=plan,
+                    guard=self.lock.check,
+                    check=ctx.check,
+                    condition=IntentCondition(path.guard, path.rows),
                 )
-                why = "sizing_refused" if isinstance(exc, SizingRefused) else "signal_refused"
-                self._move(RunState.ANALYZING, why, str(exc))
-                return
-            self._move(RunState.ENTERING_POSITION, "placing", "", pending, bracket=plan.bracket_id)
-            try:
-                self.bracket = bracket_place(gateway=self.gateway, plan=plan, guard=self.lock.check)
+            except IntentRefused:  # stopped, paused or taken over: nothing written or sent
+                raise LoopExit(self._why_refused()) from None
             except BaseException:
                 self.bracket = Bracket.objects.filter(bracket_id=plan.bracket_id).first()
+                if self.bracket is not None:  # the intent (and the run's moves) were written
+                    self._entered(path, pending)
                 raise
+            self._entered(path, pending)
         finally:
             run_announce(pending)
         acked = getattr(self.bracket, "acked_at", None) or time.perf_counter()
         metrics.CANDLE_TO_BRACKET.observe(acked - received)
+        sizing_log(plan.instrument, plan.side, sized)
         self._move(RunState.POSITION_OPEN, "bracket_open", bracket=plan.bracket_id)
         self.next_position_check = time.monotonic() + self.poll
         self._push_checkpoints(signal)
 
-    def _plan(self, signal: Any) -> BracketPlan:
+    def _entered(self, path: Any, pending: list[dict[str, Any]]) -> None:
+        """The run's moves were written with the intent."""
+        self.state = path.final
+        run_path_written(path)
+        pending.extend(path.announcements)
+
+    def _refused(self, signal: Any, exc: Exception, pending: list[dict[str, Any]]) -> None:
+        """A signal not traded: recorded as SIGNAL_DETECTED, then back to ANALYZING (sizing or
+        signal refused) or on to PAUSED (a protection tripped, raised for ``_run``)."""
+        self._move(
+            RunState.SIGNAL_DETECTED, "signal", signal.reason, pending, **_signal_context(signal)
+        )
+        if isinstance(exc, ProtectionTripped):
+            raise exc
+        run_announce(pending)
+        event_record(
+            kind="trade_refused",
+            message=f"Signal not traded: {exc}",
+            level="warning",
+            context={"code": str(getattr(exc, "code", "")), "signal": signal.as_dict()},
+            run_id=self.run_id,
+        )
+        why = "sizing_refused" if isinstance(exc, SizingRefused) else "signal_refused"
+        self._move(RunState.ANALYZING, why, str(exc))
+
+    def _entry_context(self) -> EntryContext:
+        """The context of this close: the one gathered while waiting, if it is current and was
+        built from the risk settings row as it is now; else everything is read now."""
+        row = risk_settings_values()  # the settings, read fresh for every trade
+        ctx, self.ready = self.ready, None  # a trade changes the account: never reused
+        if ctx is None or not ctx.current(row):
+            ctx = self._gather(row)
+        return ctx
+
+    def _gather(self, *settings_row: tuple | None) -> EntryContext:
+        """Everything read now; ``settings_row``: the settings row just read, if it was."""
+        return entry_context_gather(
+            self.gateway,
+            instrument=self.run_row.instrument,
+            account_id=self.run_row.broker_account_id,
+            **({"settings_row": settings_row[0]} if settings_row else {}),
+        )
+
+    def _prepare(self) -> None:
+        """Flat and waiting for a candle: keep the next decision's context gathered."""
+        ready = self.ready
+        if ready is None or time.monotonic() - ready.built_at > PREPARE_REFRESH_S:
+            self.ready = None
+            self.ready = self._gather()
+
+    def _plan(self, signal: Any, ctx: EntryContext) -> tuple[BracketPlan, Any]:
         from apps.risk.selectors import protection_limits
         from apps.risk.services import risk_size_trade
 
-        limits = protection_limits()  # read fresh for every trade
-        self._check_open_trades(limits)
-        spec = instrument_spec(self.gateway, self.run_row.instrument)
+        limits = protection_limits(ctx.settings)
+        self._check_open_trades(limits, ctx.open_brackets)
+        spec = ctx.spec
         side = signal.side
         # the one rounding rule, shared with the backtest
         entry, stop, target = signal.prices_on_tick(spec.tick_size)
         if stop == entry or target == entry:
             raise SignalRefused("stop or target on the entry after tick rounding")
-        summary = self.gateway.call("account_summary", spec.settlement_currency)
-        self._check_protections(summary.equity, limits)
+        self._check_protections(ctx, limits)
         sized = risk_size_trade(
             spec=spec,
             side=side,
             entry=entry,
             stop=stop,
-            equity=summary.equity,
-            available_funds=summary.available_funds,
+            equity=ctx.equity,
+            available_funds=ctx.available_funds,
+            settings=ctx.settings,
         )
         result = sized.result
-        return BracketPlan(
+        plan = BracketPlan(
             instrument=spec.name,
             side=side,
             amount=result.amount,
@@ -663,7 +766,7 @@ class Loop:
             account_id=self.run_row.broker_account_id,
             risk_settings=sized.settings,
             sizing={
-                "equity": str(summary.equity),
+                "equity": str(ctx.equity),
                 "risk": str(result.risk),
                 "risk_currency": result.risk_currency,
                 "risk_usd": str(result.risk_usd),
@@ -671,39 +774,30 @@ class Loop:
             },
             signal=signal.as_dict(),
         )
+        return plan, sized
 
-    def _check_open_trades(self, limits: Any) -> None:
+    def _check_open_trades(self, limits: Any, open_now: int) -> None:
         """``max_open_trades``: no new bracket while that many brackets of ours (this broker and
         account, any instrument, any state that may hold a position) are live. The loop trades
         only when flat, so it holds one position per instrument at a time whatever the setting;
         a higher setting lets other runs/instruments (or a bracket still being resolved) count
         against the same limit."""
-        from apps.orders.models import LIVE_BRACKET_STATES
         from apps.risk.protections import open_trades_trip
 
-        open_now = Bracket.objects.filter(
-            broker=self.gateway.broker_id,
-            broker_account_id=self.run_row.broker_account_id,
-            state__in=LIVE_BRACKET_STATES,
-        ).count()
         trip = open_trades_trip(limits, open_now)
         if trip is not None:
             raise SignalRefused(trip.message, code=str(trip.code))
 
-    def _check_protections(self, equity: Decimal, limits: Any) -> None:
-        from apps.risk.protections import ClosedTrade as RiskTrade
+    def _check_protections(self, ctx: EntryContext, limits: Any) -> None:
+        """Drawdown, daily loss and cooldown, on the gathered trades and equity, at the clock
+        of the close."""
         from apps.risk.protections import protection_tripped
 
-        self.peak_equity = max(self.peak_equity, equity)
-        since = timezone.now() - timezone.timedelta(days=2)
-        trades = [
-            RiskTrade(closed_at=t.closed_at, pnl=t.pnl, stopped_out=t.exit_reason == "stop_loss")
-            for t in Trade.objects.filter(closed_at__gte=since, instrument=self.run_row.instrument)
-        ]
+        self.peak_equity = max(self.peak_equity, ctx.equity)
         trip = protection_tripped(
             limits=limits,
-            trades=trades,
-            equity=equity,
+            trades=ctx.trades,
+            equity=ctx.equity,
             peak_equity=self.peak_equity,
             now=timezone.now(),
         )
@@ -792,6 +886,15 @@ class Loop:
                 rows,
             )
         )
+
+
+def _signal_context(signal: Any) -> dict[str, str]:
+    return {
+        "side": str(signal.side),
+        "entry": str(signal.entry),
+        "stop": str(signal.stop),
+        "take_profit": str(signal.take_profit),
+    }
 
 
 def _now_iso() -> str:

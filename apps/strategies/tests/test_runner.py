@@ -129,7 +129,8 @@ def test_an_exception_in_the_loop_is_error_with_context_and_stops():
     assert "equity unreadable" in run.error_message
     assert run.error_context["exception"] == "Boom"
     assert any("equity unreadable" in line for line in run.error_context["traceback"])
-    assert any("SIGNAL_DETECTED" in line for line in run.error_context["log"])  # the log lines
+    # the loop's own log lines (the equity is read while it waits for the candle)
+    assert any("→ ANALYZING" in line for line in run.error_context["log"])
     assert Event.objects.filter(kind="run_error", level="error").exists()
     assert not positions(gateway)
     assert not open_orders(gateway)

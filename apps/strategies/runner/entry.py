@@ -1,0 +1,98 @@
+"""What a trade decision reads besides the signal, gathered before the candle closes.
+
+The loop enters only when flat, in ANALYZING, on a closed candle. Everything a decision needs
+except the signal and the risk settings can be read while it waits for that candle: the
+instrument's spec, the equity and available funds, the account's pre-flight (orphan orders, a
+position on the instrument), the protections' inputs (recent trades, open brackets). So the
+close itself costs the analysis, ONE read of the risk settings (always fresh: the context is
+rebuilt when the row differs from the one it was built with), the sizing, ONE transaction (the
+run's transitions and the bracket's intent rows) and ONE request to the exchange.
+
+A context is used only while it is current. The loop drops it on any account event the broker
+pushes (an order, a fill, a position), on a disconnect or reconnect, after a manual command or
+an orphan sweep, after each trade, and when it is older than ``MAX_AGE_S``. The pre-flight part
+is trusted only for a broker that pushes every change of the account in that currency
+(Deribit's ``user.changes``, paper); for the others it is read again at the close. The
+protections are evaluated at the close from the gathered inputs, with the clock of the close
+(the cooldown and the UTC day move on by themselves).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+
+from apps.brokers.base import InstrumentSpec
+from apps.orders.brackets import AccountCheck, account_check, instrument_spec
+from apps.orders.gateway import BrokerGateway
+from apps.orders.models import LIVE_BRACKET_STATES, Bracket, Trade
+from apps.risk.models import RiskSettings
+from apps.risk.protections import ClosedTrade as RiskTrade
+from apps.risk.selectors import risk_settings_current, risk_settings_values
+
+MAX_AGE_S = 15.0  # the equity a % risk is sized on is at most this old (and no account event)
+TRADES_LOOKBACK = timedelta(days=2)  # enough for the UTC day, the cooldown and the streaks
+_READ_NOW = object()
+
+
+@dataclass(frozen=True, slots=True)
+class EntryContext:
+    spec: InstrumentSpec
+    settings: RiskSettings
+    settings_row: tuple | None  # risk_settings_values() read before ``settings``
+    equity: Decimal
+    available_funds: Decimal
+    check: AccountCheck | None  # None: read the account again at the close
+    trades: tuple[RiskTrade, ...]
+    open_brackets: int
+    built_at: float  # time.monotonic()
+
+    def current(self, settings_row: tuple | None) -> bool:
+        """Still usable for a decision taken now, the settings row read just now being
+        ``settings_row``? (A row changed in between was read before ``settings`` and so
+        differs: the context is rebuilt, never used with older settings.)"""
+        return time.monotonic() - self.built_at <= MAX_AGE_S and settings_row == self.settings_row
+
+
+def entry_context_gather(
+    gateway: BrokerGateway,
+    *,
+    instrument: str,
+    account_id: int | None,
+    settings_row: tuple | object | None = _READ_NOW,
+) -> EntryContext:
+    """Read everything but the signal now (broker and database). ``settings_row``: the
+    settings row as the caller just read it (``risk_settings_values``), else read here."""
+    if settings_row is _READ_NOW:
+        settings_row = risk_settings_values()
+    settings = risk_settings_current()
+    spec = instrument_spec(gateway, instrument)
+    summary = gateway.call("account_summary", spec.settlement_currency)
+    check = None
+    if gateway.pushes_account_changes(spec.settlement_currency):
+        check = account_check(gateway, instrument)
+    since = timezone.now() - TRADES_LOOKBACK
+    trades = tuple(
+        RiskTrade(closed_at=t.closed_at, pnl=t.pnl, stopped_out=t.exit_reason == "stop_loss")
+        for t in Trade.objects.filter(closed_at__gte=since, instrument=instrument).only(
+            "closed_at", "pnl", "exit_reason"
+        )
+    )
+    open_brackets = Bracket.objects.filter(
+        broker=gateway.broker_id, broker_account_id=account_id, state__in=LIVE_BRACKET_STATES
+    ).count()
+    return EntryContext(
+        spec=spec,
+        settings=settings,
+        settings_row=settings_row,
+        equity=summary.equity,
+        available_funds=summary.available_funds,
+        check=check,
+        trades=trades,
+        open_brackets=open_brackets,
+        built_at=time.monotonic(),
+    )

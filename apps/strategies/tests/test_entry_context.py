@@ -1,0 +1,106 @@
+"""The context a loop gathers while it waits for the candle close (runner/entry.py) must never
+let a trade use stale facts: the risk settings are read on the close itself, and an account
+event (an order appearing, a fill) drops what was read of the account before it."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+
+from apps.brokers.base import OrderRequest, Side
+from apps.orders.models import Bracket
+from apps.risk.services import risk_settings_update
+from apps.strategies.models import RunState, StrategyRun
+from apps.strategies.runner.loop import Loop, run_loop_forever
+from apps.strategies.tests.runner_kit import Driver, make_run, paper_gateway
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _fast_loop(settings):
+    settings.RUNNER_CANDLE_WAIT_S = 0.01
+    settings.RUNNER_POSITION_POLL_S = 0.05
+    settings.RUNNER_LOCK_TTL_MS = 5000
+
+
+@pytest.fixture
+def gathered(monkeypatch):
+    """Set once the loop has gathered a context while waiting (and holds it)."""
+    event = threading.Event()
+    original = Loop._prepare
+
+    def spy(self) -> None:
+        original(self)
+        if self.ready is not None:
+            event.set()
+
+    monkeypatch.setattr(Loop, "_prepare", spy)
+    return event
+
+
+def run_until_first_bracket(gateway, before_first_candle) -> str:
+    run = make_run()
+    stop = threading.Event()
+
+    def before_step(step: int) -> None:
+        if step == 0:
+            before_first_candle()
+
+    with Driver(
+        gateway,
+        stop,
+        until=lambda engine: any(t.label.endswith("-entry") for t in engine.trades()),
+        before_step=before_step,
+        limit=20,
+    ) as driver:
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert driver.error is None
+    return outcome
+
+
+def test_settings_changed_after_the_context_was_gathered_size_the_trade(gathered):
+    risk_settings_update(mode="percent", value=Decimal("1"))
+    gateway = paper_gateway()
+
+    def change_settings() -> None:
+        assert gathered.wait(10), "the loop never gathered a context"
+        risk_settings_update(mode="fixed", value=Decimal("50"))
+
+    run_until_first_bracket(gateway, change_settings)
+    bracket = Bracket.objects.get()
+    assert bracket.risk_settings["mode"] == "fixed"
+    assert bracket.risk_settings["value"] == "50"
+    assert Decimal("49") < Decimal(bracket.sizing["risk_usd"]) <= Decimal("50")  # amount floored
+
+
+def test_an_order_that_appears_after_the_context_was_gathered_blocks_the_entry(gathered):
+    """A stop of ours left without its bracket (an orphan) shows up between the gathering and
+    the close: the account event drops the gathered pre-flight, the close reads the account
+    again, and the placement is blocked (ORPHANS_DETECTED) instead of trading next to it."""
+    gateway = paper_gateway()
+
+    def orphan_appears() -> None:
+        assert gathered.wait(10), "the loop never gathered a context"
+        price = gateway.on_loop(lambda: gateway.broker.engine.last_price("BTC-PERPETUAL"))
+        request = OrderRequest(
+            instrument="BTC-PERPETUAL",
+            side=Side.SELL,
+            amount=Decimal("10"),
+            order_type="stop_market",
+            label="tb-0rphan0000000000-sl",
+            trigger_price=(Decimal(str(price)) * Decimal("0.5")).quantize(Decimal("1")),
+            trigger="last_price",
+        )
+        gateway.run(gateway.broker.place_order(request))
+
+    outcome = run_until_first_bracket(gateway, orphan_appears)
+    assert outcome == "paused"
+    run = StrategyRun.objects.get()
+    assert run.state == RunState.PAUSED
+    assert run.pause_reason == "ORPHANS_DETECTED"
+    assert not Bracket.objects.exists()  # nothing was written or sent

@@ -1,0 +1,252 @@
+"""Inserts for the runner's hot path: one statement per model, its SQL built once per process.
+
+The candle-close path writes a bracket's intent (the Bracket row, its three Order rows and the
+run's transition rows) in one transaction before the order goes out. Through the ORM each of
+those statements costs about 0.3 ms of query compilation on top of the round trip; here the
+INSERT text is made once per (model, row count) from the model's own metadata and each value is
+prepared by its field exactly as the ORM does (``pre_save`` fills ``auto_now``, then
+``get_db_prep_save``). Only plain concrete fields and an auto primary key are supported (what
+those models have); anything else is refused rather than written wrongly.
+
+Like ``bulk_create`` it sends no ``post_save`` signals. It runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from django.db import connection, models, transaction
+
+
+@cache
+def _insert_sql(model: type[models.Model], rows: int, vendor: str) -> tuple[str, tuple]:
+    opts = model._meta
+    if not isinstance(opts.pk, models.AutoField | models.BigAutoField):
+        raise TypeError(f"{opts.label}: fastsql needs an auto primary key")
+    fields = tuple(f for f in opts.concrete_fields if not f.primary_key)
+    if any(getattr(f, "generated", False) for f in fields):
+        raise TypeError(f"{opts.label}: fastsql does not write generated fields")
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    # identifiers from the model's metadata, quoted; every value is a bound parameter
+    table, values, pk = quote(opts.db_table), ", ".join([row] * rows), quote(opts.pk.column)
+    sql = f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING {pk}"
+    return sql, fields
+
+
+def insert_rows(objs: list[models.Model]) -> None:
+    """INSERT ``objs`` (unsaved instances of one model) in one statement; sets their pks."""
+    if not objs:
+        return
+    model = type(objs[0])
+    if any(type(obj) is not model or obj.pk is not None for obj in objs):
+        raise TypeError("insert_rows takes unsaved instances of one model")
+    sql, fields = _insert_sql(model, len(objs), connection.vendor)
+    params = [
+        field.get_db_prep_save(field.pre_save(obj, True), connection)
+        for obj in objs
+        for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [row[0] for row in cursor.fetchall()]
+    if len(ids) != len(objs):  # pragma: no cover - the database broke its own contract
+        raise RuntimeError(f"{model._meta.label}: {len(ids)} ids for {len(objs)} rows")
+    for obj, pk in zip(objs, ids, strict=True):
+        obj.pk = pk
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedUpdate:
+    """``UPDATE model SET set WHERE where`` (equalities) that must match exactly one row."""
+
+    model: type[models.Model]
+    set: dict[str, Any]
+    where: dict[str, Any]
+
+
+def write_guarded(
+    guard: GuardedUpdate,
+    rows: list[models.Model],
+    parent: models.Model,
+    children: list[models.Model],
+    link: str,
+) -> bool:
+    """If ``guard`` matches its row: apply it and INSERT ``rows``, ``parent`` and ``children``
+    (each child's ``link`` foreign key set to the parent). Returns False, having written
+    nothing, when the guard matches no row.
+
+    On PostgreSQL this is ONE statement (data-modifying CTEs: one round trip, atomic by
+    itself); elsewhere the same writes in one transaction. All instances are unsaved; their
+    pks are set.
+    """
+    if connection.vendor != "postgresql":
+        return _write_guarded_generic(guard, rows, parent, children, link)
+    shape = (
+        guard.model,
+        tuple(guard.set),
+        tuple(guard.where),
+        type(rows[0]) if rows else None,
+        len(rows),
+        type(parent),
+        type(children[0]),
+        len(children),
+        link,
+    )
+    sql, row_fields, parent_fields, child_fields = _guarded_sql(*shape)  # type: ignore[arg-type]
+    opts = guard.model._meta
+    params: list[Any] = [
+        opts.get_field(name).get_db_prep_save(value, connection)
+        for name, value in guard.set.items()
+    ]
+    params += [
+        opts.get_field(name).get_db_prep_save(value, connection)
+        for name, value in guard.where.items()
+    ]
+    for objs, fields in ((rows, row_fields), ([parent], parent_fields), (children, child_fields)):
+        params += [
+            field.get_db_prep_save(field.pre_save(obj, True), connection)
+            for obj in objs
+            for field in fields
+        ]
+    found = _execute_prepared(sql, params)  # (kind, parent pk, pk) in insertion order
+    if not found:
+        return False
+    if len(found) != len(children) + len(rows):  # pragma: no cover - broken contract
+        raise RuntimeError(f"guarded write: {len(found)} ids for {len(children) + len(rows)}")
+    parent_pk = found[0][1]
+    _saved([parent], [parent_pk])
+    _saved(rows, [pk for kind, _, pk in found if kind == "r"])
+    _saved(children, [pk for kind, _, pk in found if kind == "c"])
+    for child in children:
+        setattr(child, child._meta.get_field(link).attname, parent_pk)
+    return True
+
+
+def _execute_prepared(sql: str, params: list[Any]) -> list[tuple]:
+    """Run ``sql`` as a server-side prepared statement on Django's own connection (same
+    transaction state): PostgreSQL parses and plans it once per connection instead of on every
+    trade (about 0.4 ms for this statement). Errors come out as Django's database errors."""
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall()
+
+
+def _write_guarded_generic(
+    guard: GuardedUpdate,
+    rows: list[models.Model],
+    parent: models.Model,
+    children: list[models.Model],
+    link: str,
+) -> bool:
+    with transaction.atomic():
+        matched = guard.model._base_manager.filter(**guard.where).update(**guard.set)
+        if matched == 0:
+            return False
+        if matched != 1:
+            raise RuntimeError(f"guarded write: the guard matched {matched} rows")
+        insert_rows(rows)
+        insert_rows([parent])
+        for child in children:
+            setattr(child, child._meta.get_field(link).attname, parent.pk)
+        insert_rows(children)
+    return True
+
+
+def _saved(objs: list[models.Model], pks: list[Any]) -> None:
+    for obj, pk in zip(objs, pks, strict=True):
+        obj.pk = pk
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
+def _plain_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+    opts = model._meta
+    if not isinstance(opts.pk, models.AutoField | models.BigAutoField):
+        raise TypeError(f"{opts.label}: fastsql needs an auto primary key")
+    fields = tuple(f for f in opts.concrete_fields if not f.primary_key)
+    if any(getattr(f, "generated", False) for f in fields):
+        raise TypeError(f"{opts.label}: fastsql does not write generated fields")
+    return fields
+
+
+@cache
+def _guarded_sql(
+    guard_model: type[models.Model],
+    set_names: tuple[str, ...],
+    where_names: tuple[str, ...],
+    row_model: type[models.Model] | None,
+    row_count: int,
+    parent_model: type[models.Model],
+    child_model: type[models.Model],
+    child_count: int,
+    link: str,
+) -> tuple[str, tuple, tuple, tuple]:
+    """The one PostgreSQL statement of ``write_guarded`` for this shape; every value is a
+    bound parameter with an explicit cast to its column's type."""
+    quote = connection.ops.quote_name
+
+    def column(model: type[models.Model], name: str) -> str:
+        return quote(model._meta.get_field(name).column)
+
+    def typed(field: models.Field) -> str:
+        # the base type without its modifier: ``::varchar(8)`` would silently cut a longer
+        # value and ``::numeric(20,8)`` round it; the column's own check must refuse instead
+        base = re.sub(r"\(.*\)", "", field.cast_db_type(connection)).strip()
+        return f"%s::{base}"
+
+    def values(fields: tuple, count: int) -> str:
+        rows = (f"({n}, " + ", ".join(typed(f) for f in fields) + ")" for n in range(count))
+        return "VALUES " + ", ".join(rows)
+
+    def names(fields: tuple) -> str:
+        return ", ".join(quote(f.column) for f in fields)
+
+    g_opts = guard_model._meta
+    sets = ", ".join(f"{column(guard_model, n)} = %s" for n in set_names)
+    wheres = " AND ".join(f"{column(guard_model, n)} = %s" for n in where_names)
+    parts = [f"g AS (UPDATE {quote(g_opts.db_table)} SET {sets} WHERE {wheres} RETURNING 1)"]
+    row_fields: tuple = ()
+    if row_model is not None and row_count:
+        row_fields = _plain_fields(row_model)
+        r_opts = row_model._meta
+        aliases = ", ".join(f"v{i}" for i in range(len(row_fields)))
+        parts.append(
+            f"r AS (INSERT INTO {quote(r_opts.db_table)} ({names(row_fields)}) "
+            f"SELECT {aliases} FROM ({values(row_fields, row_count)}) AS v(n, {aliases}) "
+            f"WHERE EXISTS (SELECT 1 FROM g) ORDER BY n RETURNING {quote(r_opts.pk.column)})"
+        )
+    parent_fields = _plain_fields(parent_model)
+    p_opts = parent_model._meta
+    parent_values = ", ".join(typed(f) for f in parent_fields)
+    parts.append(
+        f"p AS (INSERT INTO {quote(p_opts.db_table)} ({names(parent_fields)}) "
+        f"SELECT {parent_values} WHERE EXISTS (SELECT 1 FROM g) "
+        f"RETURNING {quote(p_opts.pk.column)})"
+    )
+    link_field = child_model._meta.get_field(link)
+    child_fields = tuple(f for f in _plain_fields(child_model) if f is not link_field)
+    c_opts = child_model._meta
+    aliases = ", ".join(f"v{i}" for i in range(len(child_fields)))
+    parts.append(
+        f"c AS (INSERT INTO {quote(c_opts.db_table)} ({quote(link_field.column)}, "
+        f"{names(child_fields)}) SELECT p.{quote(p_opts.pk.column)}, {aliases} "
+        f"FROM p, ({values(child_fields, child_count)}) AS v(n, {aliases}) ORDER BY n "
+        f"RETURNING {quote(c_opts.pk.column)})"
+    )
+    parent_pk = f"(SELECT {quote(p_opts.pk.column)} FROM p)"
+    selects = []
+    if row_fields:
+        selects.append(f"SELECT 'r', {parent_pk}, {quote(row_model._meta.pk.column)} FROM r")
+    selects.append(f"SELECT 'c', {parent_pk}, {quote(c_opts.pk.column)} FROM c")
+    sql = "WITH " + ", ".join(parts) + " " + " UNION ALL ".join(selects)
+    return sql, row_fields, parent_fields, child_fields

@@ -1,0 +1,168 @@
+"""The hot path's writes: what they store must be exactly what the ORM would have stored."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from apps.orders.models import Bracket, Order
+from apps.strategies.models import RunState, RunTransition, StrategyRun
+from tradebaas.fastsql import GuardedUpdate, _write_guarded_generic, insert_rows, write_guarded
+
+pytestmark = pytest.mark.django_db
+
+
+def bracket(bracket_id: str = "b1") -> Bracket:
+    return Bracket(
+        bracket_id=bracket_id,
+        run_id=7,
+        broker="deribit",
+        instrument="BTC-PERPETUAL",
+        side="buy",
+        amount=Decimal("120"),
+        signal_price=Decimal("50000.5"),
+        stop_price=Decimal("49500"),
+        take_profit_price=Decimal("51000"),
+        linked=True,
+        state="placing",
+        risk_settings={"mode": "percent", "value": "1.5"},
+        sizing={"equity": "1.25"},
+        signal={"reason": "cross", "nested": [1, "two", None]},
+    )
+
+
+def orders() -> list[Order]:
+    return [
+        Order(role=role, label=f"tb-b1-{role}", order_type=kind, side=side, amount=Decimal("120"))
+        for role, kind, side in (
+            ("entry", "market", "buy"),
+            ("sl", "stop_market", "sell"),
+            ("tp", "take_limit", "sell"),
+        )
+    ]
+
+
+def as_stored(obj) -> dict:
+    row = type(obj).objects.filter(pk=obj.pk).values().get()
+    return {k: v for k, v in row.items() if k not in ("id", "created_at", "updated_at")}
+
+
+def test_insert_rows_stores_what_the_orm_stores():
+    fast = bracket("fast")
+    insert_rows([fast])
+    slow = bracket("slow")
+    slow.save()
+    assert fast.pk is not None and not fast._state.adding
+    stored, expected = as_stored(fast), as_stored(slow)
+    assert stored.pop("bracket_id") == "fast" and expected.pop("bracket_id") == "slow"
+    assert stored == expected
+    fresh = Bracket.objects.get(pk=fast.pk)
+    assert fresh.created_at is not None and fresh.updated_at is not None  # auto_now filled
+    assert fresh.signal == {"reason": "cross", "nested": [1, "two", None]}
+
+
+def test_insert_rows_refuses_saved_or_mixed_instances():
+    saved = bracket("saved")
+    saved.save()
+    with pytest.raises(TypeError):
+        insert_rows([saved])
+    with pytest.raises(TypeError):
+        insert_rows([bracket("x"), orders()[0]])
+
+
+def run_row(state: str = RunState.ANALYZING, fence: int = 5) -> StrategyRun:
+    return StrategyRun.objects.create(
+        strategy="fast_test", params={}, instrument="BTC-PERPETUAL", state=state, fence=fence
+    )
+
+
+def guard_for(run: StrategyRun, fence: int = 5) -> GuardedUpdate:
+    return GuardedUpdate(
+        StrategyRun,
+        set={"state": RunState.ENTERING_POSITION},
+        where={"id": run.id, "state": RunState.ANALYZING, "is_active": True, "fence": fence},
+    )
+
+
+def transitions(run: StrategyRun) -> list[RunTransition]:
+    return [
+        RunTransition(run_id=run.id, from_state="ANALYZING", to_state="SIGNAL_DETECTED",
+                      reason="signal", context={"side": "buy"}, actor="loop"),
+        RunTransition(run_id=run.id, from_state="SIGNAL_DETECTED", to_state="ENTERING_POSITION",
+                      reason="placing", context={"bracket": "b1"}, actor="loop"),
+    ]  # fmt: skip
+
+
+# the one-statement PostgreSQL form, and the transaction other databases (SQLite) get
+WRITERS = [pytest.param(write_guarded, id="one-statement"), pytest.param(_write_guarded_generic, id="generic")]  # fmt: skip
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("times", [1, 7])  # 7: the prepared statement used again
+def test_write_guarded_writes_everything_linked_when_the_guard_holds(times, writer):
+    for attempt in range(times):
+        run = run_row()
+        parent, children, rows = bracket(f"b{attempt}"), orders(), transitions(run)
+        for child in children:
+            child.label = f"tb-b{attempt}-{child.role}"
+        assert writer(guard_for(run), rows, parent, children, link="bracket")
+        run.refresh_from_db()
+        assert run.state == RunState.ENTERING_POSITION
+        stored = Bracket.objects.get(bracket_id=f"b{attempt}")
+        assert stored.pk == parent.pk
+        assert stored.amount == Decimal("120") and stored.signal_price == Decimal("50000.5")
+        assert stored.risk_settings == {"mode": "percent", "value": "1.5"}
+        assert [o.pk for o in stored.orders.order_by("id")] == [c.pk for c in children]
+        assert [o.role for o in stored.orders.order_by("id")] == ["entry", "sl", "tp"]
+        assert all(c.bracket_id == parent.pk for c in children)
+        written = list(RunTransition.objects.filter(run_id=run.id).order_by("id"))
+        assert [t.pk for t in written] == [r.pk for r in rows]
+        assert [t.to_state for t in written] == ["SIGNAL_DETECTED", "ENTERING_POSITION"]
+        assert written[0].context == {"side": "buy"}
+        StrategyRun.objects.filter(pk=run.pk).update(is_active=False)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"is_active": False},  # the trader stopped the run
+        {"state": RunState.PAUSED},  # paused meanwhile
+        {"fence": 6},  # another loop took the run over
+    ],
+)
+def test_write_guarded_writes_nothing_when_the_guard_fails(change, writer):
+    run = run_row()
+    StrategyRun.objects.filter(pk=run.pk).update(**change)
+    before = (Bracket.objects.count(), Order.objects.count(), RunTransition.objects.count())
+    parent, children = bracket(), orders()
+    assert not writer(guard_for(run), transitions(run), parent, children, link="bracket")
+    assert parent.pk is None and all(c.pk is None for c in children)
+    assert (Bracket.objects.count(), Order.objects.count(), RunTransition.objects.count()) == before
+    run.refresh_from_db()
+    assert run.state == change.get("state", RunState.ANALYZING)
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut():
+    """As through the ORM: the database refuses it (a cast must not truncate it)."""
+    from django.db import DataError, transaction
+
+    run = run_row()
+    children = orders()
+    children[1].role = "stop_loss_far_too_long"  # the column holds 8 characters
+    with pytest.raises(DataError), transaction.atomic():
+        write_guarded(guard_for(run), transitions(run), bracket(), children, link="bracket")
+    assert not Bracket.objects.exists()
+    run.refresh_from_db()
+    assert run.state == RunState.ANALYZING  # the statement is atomic: the UPDATE is undone too
+
+
+def test_write_guarded_is_one_statement_on_postgresql(django_assert_max_num_queries):
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement form is PostgreSQL's")
+    run = run_row()
+    # runs on the raw connection (a prepared statement): Django sees no query at all
+    with django_assert_max_num_queries(0):
+        assert write_guarded(guard_for(run), transitions(run), bracket(), orders(), link="bracket")
