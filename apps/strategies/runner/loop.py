@@ -634,8 +634,8 @@ class Loop:
         if signal is None:
             self._push_checkpoints(None)
             return
-        # Hot path (entry.py): one fresh read of the risk settings, the sizing, ONE transaction
-        # (the run's transitions with the bracket's intent rows) and ONE request. The events
+        # Hot path (entry.py): one fresh read of the risk settings, the sizing, ONE statement
+        # (the run's moves, fenced, with the bracket's intent rows) and ONE request. The events
         # of the transitions (live push, alerts) and the sizing's log lines go out once the
         # exchange has answered, so they never delay the order.
         ctx = self._entry_context()
@@ -668,6 +668,7 @@ class Loop:
             except IntentRefused:  # stopped, paused or taken over: nothing written or sent
                 raise LoopExit(self._why_refused()) from None
             except BaseException:
+                sizing_log(plan.instrument, plan.side, sized)  # in the error's log lines
                 self.bracket = Bracket.objects.filter(bracket_id=plan.bracket_id).first()
                 if self.bracket is not None:  # the intent (and the run's moves) were written
                     self._entered(path, pending)
