@@ -3,14 +3,17 @@
 The Deribit simulator runs in a child process (its own interpreter), replaying the project's
 sample candles fast (``--speed``: 600 = a one-minute candle every 0.1 s). The strategy loop runs in
 this process exactly as in the worker (``run_loop_forever``: lock, transitions, risk settings read
-fresh, pre-flight orphan and position checks, intent rows, ONE OTOCO request with the real
-DeribitClient, outcome rows) with the ``fast_test`` strategy (a signal on every closed candle when
-flat; tiny stop/target so positions close within a candle or two).
+fresh, the entry context gathered while waiting (pre-flight orphan and position checks, equity;
+see apps/strategies/runner/entry.py), the run's fenced move and the intent rows in one statement,
+ONE OTOCO request with the real DeribitClient, outcome rows) with the ``fast_test`` strategy (a
+signal on every closed candle when flat; tiny stop/target so positions close within a candle or
+two).
 
-Measured per bracket: from the moment the closed candle's chart message reached the client to the
-moment the bracket service returned with the exchange's acknowledgement (the OTOCO answer plus the
-reads of its two legs) and the rows written. The same values feed the Prometheus histogram
-``tradebaas_candle_to_bracket_seconds`` (``metrics.CANDLE_TO_BRACKET``), whose count is printed too.
+Measured per bracket: from the moment the closed candle's chart message reached the loop's inbox
+to the moment the exchange's answer to the OTOCO request arrived (``BracketResult.acked_at``; the
+legs are read back and the rows written after that, outside the figure). The same values feed the
+Prometheus histogram ``tradebaas_candle_to_bracket_seconds`` (``metrics.CANDLE_TO_BRACKET``), whose
+count is printed too.
 
 ``--no-page-push`` disconnects the page's post_save pushers (apps/web/live.py), which render the
 whole page state in a thread of the same process; the difference is their cost to the loop.
