@@ -186,14 +186,17 @@ def _instantiate(
     api_secret: str,
     testnet: bool,
     auto_reconnect: bool = False,
+    persist_paper: bool = False,
 ) -> Broker:
+    """``persist_paper``: the paper account is the one stored in the database (only the
+    process that trades on it may say so: a second stored paper broker would take the row
+    over from the running loop's)."""
     try:
         adapter = registry.import_adapter(info.adapter)
     except (ImportError, AttributeError) as exc:
         raise BrokerUnavailable(f"The {info.name} adapter is not available: {exc}") from exc
     if info.id == registry.PAPER_ID:
-        # the paper account lives in the database: a restarted loop finds its position
-        return adapter(speed=settings.PAPER_SPEED, persist=True)
+        return adapter(speed=settings.PAPER_SPEED, persist=persist_paper)
     if info.adapter == registry.DERIBIT_ADAPTER:
         return adapter(
             api_key,
@@ -211,7 +214,10 @@ def _instantiate(
 def broker_build(*, account: BrokerAccount | None) -> Broker:
     """The adapter for ``account`` (not connected yet), or the paper broker for None."""
     if account is None:
-        return _instantiate(registry.PAPER, api_key="", api_secret="", testnet=True)
+        # the paper account lives in the database: a restarted loop finds its position
+        return _instantiate(
+            registry.PAPER, api_key="", api_secret="", testnet=True, persist_paper=True
+        )
     return _instantiate(
         registry.get_broker_info(account.broker),
         api_key=account.api_key,

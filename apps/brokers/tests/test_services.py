@@ -227,6 +227,22 @@ def test_broker_build_without_an_account_is_paper():
     pytest.importorskip("apps.brokers.paper")
     broker = services.broker_build(account=None)
     assert broker.broker_id == "paper"
+    assert broker._store is not None  # the stored paper account: a restarted loop finds it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_testing_the_paper_connection_leaves_the_stored_paper_account_alone():
+    """The loop's paper broker owns the stored account; a "Test connection" of paper from the
+    page must not take it over (the loop's broker would lose it and stop)."""
+    from apps.brokers.models import PaperExchangeState
+
+    PaperExchangeState.claim("the-loop")
+    summary = services.broker_test_connection(
+        broker_id="paper", api_key="", api_secret="", testnet=True
+    )
+    assert summary.equity > 0
+    row = PaperExchangeState.objects.get()
+    assert row.owner == "the-loop" and row.writes == 0
 
 
 def test_rotate_keeps_connected_accounts_readable(sim, settings):
