@@ -106,6 +106,8 @@ class StopOutDriver:
                     last_step = time.monotonic()
                 time.sleep(0.05)
         except BaseException as exc:  # surfaced by the test
+            if not self.gateway.loop.is_running():
+                return  # the loop ended (paused, stopped) and closed its gateway under us
             self.error = exc
             self.stop.set()
 

@@ -83,7 +83,8 @@ class Driver:
                 self.steps += 1
                 time.sleep(self.interval)
         except BaseException as exc:  # surfaced by the test
-            self.error = exc
+            if self.gateway.loop.is_running():  # else the run ended and closed its gateway
+                self.error = exc
         finally:
             time.sleep(0.3)  # let the loop record what the last step did
             self.stop.set()
