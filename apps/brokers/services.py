@@ -61,6 +61,7 @@ __all__ = [
     "broker_test_connection",
     "credentials_rotate",
     "instrument_specs",
+    "paper_equity",
 ]
 
 # One connect/test may take this long in all (connect, authenticate, read, close).
@@ -484,14 +485,32 @@ def _connected(account: BrokerAccount | None) -> bool:
     return account is not None and account.state == ConnectionState.CONNECTED.value
 
 
+def paper_equity(currency: str) -> Decimal:
+    """The paper account's equity in ``currency`` as last stored by the loop's paper broker
+    (read from the row, never claimed); its starting balance when none is stored yet."""
+    from apps.brokers.models import PaperExchangeState
+    from apps.brokers.simulator.engine import ExchangeEngine
+    from apps.brokers.simulator.errors import ExchangeError
+    from apps.brokers.simulator.instruments import DEFAULT_BALANCES
+    from apps.brokers.simulator.snapshot import SnapshotError, account_restore
+
+    row = PaperExchangeState.objects.only("data").first()
+    if row is not None:
+        engine = ExchangeEngine(now_ms=0)
+        try:
+            account_restore(row.data, engine)
+            return engine.account(currency).equity
+        except (SnapshotError, ExchangeError) as exc:
+            log.warning("stored paper account unreadable (%s); showing the starting balance", exc)
+    return DEFAULT_BALANCES.get(currency, Decimal("0"))
+
+
 def active_broker_equity(*, currency: str) -> Decimal:
     """Equity of the active account in ``currency``: its snapshot when fresh, else read live
-    (and stored). With no account connected: the simulator's default balance (paper)."""
+    (and stored). With no account connected: the paper account's (``paper_equity``)."""
     account = active_account()
     if not _connected(account):
-        from apps.brokers.simulator.instruments import DEFAULT_BALANCES
-
-        return DEFAULT_BALANCES.get(currency, Decimal("0"))
+        return paper_equity(currency)
     assert account is not None
     fresh_after = timezone.now() - timedelta(seconds=EQUITY_MAX_AGE_SECONDS)
     if (

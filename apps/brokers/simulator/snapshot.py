@@ -227,6 +227,22 @@ def engine_restore(data: Any, engine: ExchangeEngine, feed: CandleFeed) -> None:
         setattr(feed, name, value)
 
 
+def account_restore(data: Any, engine: ExchangeEngine) -> None:
+    """Only the account part of a snapshot into a fresh ``engine`` (no feed): for reading the
+    stored paper account (equity, positions) outside the process that trades on it."""
+    if engine._orders or engine._trades:
+        raise RuntimeError("account_restore needs a fresh engine (it already has orders or fills)")
+    if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+        raise SnapshotError("not a snapshot of this code's format")
+    try:
+        state = _decode_engine(data["engine"], engine)
+    except SnapshotError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, InvalidOperation, AttributeError) as exc:
+        raise SnapshotError(f"corrupt snapshot: {type(exc).__name__}: {exc}") from exc
+    _apply_engine(engine, state)
+
+
 def _decimal(value: Any, what: str) -> Decimal:
     if not isinstance(value, str):
         raise SnapshotError(f"{what}: a Decimal is stored as a string, not {value!r}")

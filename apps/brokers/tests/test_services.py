@@ -230,6 +230,31 @@ def test_broker_build_without_an_account_is_paper():
     assert broker._store is not None  # the stored paper account: a restarted loop finds it
 
 
+def test_paper_equity_is_the_stored_paper_accounts(db):
+    """The risk preview on paper sizes on the paper account as the loop left it, not on the
+    starting balance."""
+    import asyncio
+
+    from apps.brokers.models import PaperExchangeState
+    from apps.brokers.paper import PaperBroker
+    from apps.brokers.simulator.snapshot import FORMAT_VERSION, engine_snapshot
+
+    assert services.paper_equity("BTC") == DEFAULT_BALANCES["BTC"]  # nothing stored yet
+    broker = PaperBroker(manual=True, warmup=30, speed="max")
+    asyncio.run(broker.connect())
+    broker.engine.place_order("BTC-PERPETUAL", "buy", Decimal("1000"), type="market")
+    broker.engine.place_order("BTC-PERPETUAL", "sell", Decimal("1000"), type="market")
+    expected = broker.engine.account("BTC").equity  # two taker fees paid
+    assert expected < DEFAULT_BALANCES["BTC"]
+    PaperExchangeState.objects.create(
+        data=engine_snapshot(broker.engine, broker.feed), format_version=FORMAT_VERSION
+    )
+    assert services.paper_equity("BTC") == expected
+    assert services.active_broker_equity(currency="BTC") == expected  # no account connected
+    PaperExchangeState.objects.update(data={"format": FORMAT_VERSION, "engine": "garbage"})
+    assert services.paper_equity("BTC") == DEFAULT_BALANCES["BTC"]  # unreadable: logged
+
+
 @pytest.mark.django_db(transaction=True)
 def test_testing_the_paper_connection_leaves_the_stored_paper_account_alone():
     """The loop's paper broker owns the stored account; a "Test connection" of paper from the
