@@ -132,7 +132,7 @@ def run_transition(
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One move of a ``run_transition_path``."""
+    """One move of a ``run_path``."""
 
     to: RunState
     reason: str

@@ -104,3 +104,29 @@ def test_an_order_that_appears_after_the_context_was_gathered_blocks_the_entry(g
     assert run.state == RunState.PAUSED
     assert run.pause_reason == "ORPHANS_DETECTED"
     assert not Bracket.objects.exists()  # nothing was written or sent
+
+
+def test_the_entry_path_takes_only_moves_run_transition_allows():
+    from apps.strategies.services import Step, run_path
+
+    path = run_path(
+        run_id=1,
+        start=RunState.ANALYZING,
+        steps=[Step(RunState.SIGNAL_DETECTED, "signal"), Step(RunState.ENTERING_POSITION, "x")],
+        fence=3,
+    )
+    assert path.final == RunState.ENTERING_POSITION
+    assert path.guard.where == {"id": 1, "state": "ANALYZING", "is_active": True, "fence": 3}
+    assert [(r.from_state, r.to_state) for r in path.rows] == [
+        ("ANALYZING", "SIGNAL_DETECTED"),
+        ("SIGNAL_DETECTED", "ENTERING_POSITION"),
+    ]
+    with pytest.raises(ValueError):  # the signal step cannot be skipped
+        run_path(
+            run_id=1,
+            start=RunState.ANALYZING,
+            steps=[Step(RunState.ENTERING_POSITION, "x")],
+            fence=3,
+        )
+    with pytest.raises(ValueError):  # a pause is run_transition's (it alerts)
+        run_path(run_id=1, start=RunState.ANALYZING, steps=[Step(RunState.PAUSED, "x")], fence=3)
