@@ -46,11 +46,7 @@ def insert_rows(objs: list[models.Model]) -> None:
     if any(type(obj) is not model or obj.pk is not None for obj in objs):
         raise TypeError("insert_rows takes unsaved instances of one model")
     sql, fields = _insert_sql(model, len(objs), connection.vendor)
-    params = [
-        field.get_db_prep_save(field.pre_save(obj, True), connection)
-        for obj in objs
-        for field in fields
-    ]
+    params = _values(objs, fields)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         ids = [row[0] for row in cursor.fetchall()]
@@ -107,11 +103,7 @@ def write_guarded(
         for name, value in guard.where.items()
     ]
     for objs, fields in ((rows, row_fields), ([parent], parent_fields), (children, child_fields)):
-        params += [
-            field.get_db_prep_save(field.pre_save(obj, True), connection)
-            for obj in objs
-            for field in fields
-        ]
+        params += _values(objs, fields)
     found = _execute_prepared(sql, params)  # (kind, parent pk, pk) in insertion order
     if not found:
         return False
@@ -121,15 +113,15 @@ def write_guarded(
     _saved([parent], [parent_pk])
     _saved(rows, [pk for kind, _, pk in found if kind == "r"])
     _saved(children, [pk for kind, _, pk in found if kind == "c"])
-    for child in children:
-        setattr(child, child._meta.get_field(link).attname, parent_pk)
+    _link(children, link, parent_pk)
     return True
 
 
 def _execute_prepared(sql: str, params: list[Any]) -> list[tuple]:
     """Run ``sql`` as a server-side prepared statement on Django's own connection (same
-    transaction state): PostgreSQL parses and plans it once per connection instead of on every
-    trade (about 0.4 ms for this statement). Errors come out as Django's database errors."""
+    transaction state), so PostgreSQL need not parse the long statement on every trade (the
+    saving measured here was small, about 0.1 ms). Errors come out as Django's database
+    errors."""
     import psycopg
 
     connection.ensure_connection()
@@ -153,10 +145,23 @@ def _write_guarded_generic(
             raise RuntimeError(f"guarded write: the guard matched {matched} rows")
         insert_rows(rows)
         insert_rows([parent])
-        for child in children:
-            setattr(child, child._meta.get_field(link).attname, parent.pk)
+        _link(children, link, parent.pk)
         insert_rows(children)
     return True
+
+
+def _values(objs: list[models.Model], fields: tuple) -> list[Any]:
+    """Each field's value of each object, prepared for the database as the ORM's INSERT does."""
+    return [
+        field.get_db_prep_save(field.pre_save(obj, True), connection)
+        for obj in objs
+        for field in fields
+    ]
+
+
+def _link(children: list[models.Model], link: str, parent_pk: Any) -> None:
+    for child in children:
+        setattr(child, child._meta.get_field(link).attname, parent_pk)
 
 
 def _saved(objs: list[models.Model], pks: list[Any]) -> None:
