@@ -143,7 +143,10 @@ def start_idle_keepalive(stop: threading.Event | None = None) -> threading.Threa
     def keepalive() -> None:
         while not stop.is_set():
             if not loop_running():
-                watchdog_ping()
+                # a bare ping: ``watchdog_ping`` would register this process as the loop's,
+                # and the keepalive would then fall silent for good (systemd restarts an idle
+                # worker every WatchdogSec)
+                sd_notify("WATCHDOG=1")
             stop.wait(max(0.25, interval / 2))
 
     thread = threading.Thread(target=keepalive, name="tradebaas-watchdog", daemon=True)

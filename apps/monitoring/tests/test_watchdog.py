@@ -77,6 +77,20 @@ def test_idle_keepalive_stops_feeding_while_a_loop_is_registered(systemd, monkey
     stop.set()
 
 
+def test_idle_keepalive_keeps_feeding_and_never_claims_the_loop_marker(systemd, monkeypatch):
+    """An idle worker must be fed for as long as it is idle, not once: its own pings must not
+    make it look like a loop is running."""
+    monkeypatch.setenv("WATCHDOG_USEC", "500000")  # pings every 0.25 s
+    stop = threading.Event()
+    watchdog.start_idle_keepalive(stop)
+    try:
+        for _ in range(4):
+            assert systemd.recv(4096) == b"WATCHDOG=1"
+            assert not watchdog.loop_running()
+    finally:
+        stop.set()
+
+
 def test_marker_of_a_dead_loop_process_is_ignored(systemd, tmp_path):
     child = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
