@@ -112,7 +112,6 @@ def run(port: int, n: int) -> list[float]:
     from django.conf import settings
 
     settings.RUNNER_CANDLE_WAIT_S = 0.05
-    settings.RUNNER_POSITION_POLL_S = 0.02
     run_row = StrategyRun.objects.create(
         strategy="fast_test",
         params={"first_side": "buy", "stop_loss_pct": 0.15, "take_profit_pct": 0.15},

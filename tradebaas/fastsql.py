@@ -130,6 +130,19 @@ def _execute_prepared(sql: str, params: list[Any]) -> list[tuple]:
         return cursor.fetchall()
 
 
+def apply_guarded(guard: GuardedUpdate, rows: list[models.Model]) -> bool:
+    """If ``guard`` matches its row: apply it and INSERT ``rows`` (one transaction). False,
+    having written nothing, when it matches no row."""
+    with transaction.atomic():
+        matched = guard.model._base_manager.filter(**guard.where).update(**guard.set)
+        if matched == 0:
+            return False
+        if matched != 1:
+            raise RuntimeError(f"guarded write: the guard matched {matched} rows")
+        insert_rows(rows)
+    return True
+
+
 def _write_guarded_generic(
     guard: GuardedUpdate,
     rows: list[models.Model],
@@ -138,12 +151,8 @@ def _write_guarded_generic(
     link: str,
 ) -> bool:
     with transaction.atomic():
-        matched = guard.model._base_manager.filter(**guard.where).update(**guard.set)
-        if matched == 0:
+        if not apply_guarded(guard, rows):
             return False
-        if matched != 1:
-            raise RuntimeError(f"guarded write: the guard matched {matched} rows")
-        insert_rows(rows)
         insert_rows([parent])
         _link(children, link, parent.pk)
         insert_rows(children)

@@ -47,13 +47,15 @@ from apps.brokers.base import (
 from apps.brokers.base import Order as BrokerOrder
 from apps.monitoring import metrics
 from apps.monitoring.events import event_record
+from apps.orders.armed import ArmedIntent, armed_forget
 from apps.orders.gateway import BrokerGateway
 from apps.orders.models import Bracket, BracketState, Order, OrderRole, OrderStatus
-from tradebaas.fastsql import GuardedUpdate, insert_rows, write_guarded
+from tradebaas.fastsql import GuardedUpdate, apply_guarded, insert_rows, write_guarded
 
 log = logging.getLogger("tradebaas.brackets")
 
 Guard = Callable[[], None]
+Fire = Callable[[str], bool]  # the armed intent's mark key -> fired (see RunnerLock.fire)
 
 
 def new_bracket_id() -> str:
@@ -120,7 +122,7 @@ class IntentRefused(BracketError):
     code = "INTENT_REFUSED"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IntentCondition:
     """Writes that go with a bracket's intent or not at all: ``guard`` must match its row, and
     ``rows`` are inserted with the intent (the runner: its run still active, owned by its
@@ -128,6 +130,12 @@ class IntentCondition:
 
     guard: GuardedUpdate
     rows: list[Any]
+    written: list[bool] = field(default_factory=list)  # whether the guard held, once tried
+
+    @property
+    def held(self) -> bool | None:
+        """True: written with the bracket; False: the guard did not hold; None: not tried."""
+        return self.written[-1] if self.written else None
 
 
 class BracketRefused(BracketError):
@@ -194,19 +202,17 @@ def _set_state(bracket: Bracket, state: str, error: str = "") -> None:
     bracket.save(update_fields=fields)
 
 
-def _write_intent(
-    plan: BracketPlan, gateway: BrokerGateway, condition: IntentCondition | None = None
+def _intent_rows(
+    plan: BracketPlan, gateway: BrokerGateway, armed: ArmedIntent | None = None
 ) -> tuple[Bracket, dict[str, Order]]:
-    """Bracket and order rows before anything is sent. A linked set goes out in one request
-    right after this, so its rows say SENT at once (the crash-safe side: look them up).
-
-    One statement on PostgreSQL, with the ``condition``'s writes (tradebaas/fastsql.py): the
-    candle-close path pays one round trip and one commit here."""
+    """The Bracket and Order instances of ``plan``'s intent (not written here): new ones, or
+    ``armed``'s saved rows with the plan filled in."""
     entry_label, stop_label, tp_label = bracket_labels(plan.bracket_id)
     status = OrderStatus.SENT if gateway.supports_linked_orders else OrderStatus.INTENT
     exit_side = plan.side.opposite
-    bracket = Bracket(
-        bracket_id=plan.bracket_id,
+    bracket = armed.bracket if armed is not None else Bracket(bracket_id=plan.bracket_id)
+    _assign(
+        bracket,
         run_id=plan.run_id,
         broker_account_id=plan.account_id,
         broker=gateway.broker_id,
@@ -222,41 +228,53 @@ def _write_intent(
         sizing=plan.sizing,
         signal=plan.signal,
     )
-    rows = {
-        OrderRole.ENTRY: Order(
-            bracket=bracket,
-            role=OrderRole.ENTRY,
+    legs = {
+        OrderRole.ENTRY: dict(
             label=entry_label,
             order_type=plan.entry_type,
             side=str(plan.side),
-            amount=plan.amount,
             price=plan.entry_price,
-            status=status,
+            trigger_price=None,
+            reduce_only=False,
         ),
-        OrderRole.STOP_LOSS: Order(
-            bracket=bracket,
-            role=OrderRole.STOP_LOSS,
+        OrderRole.STOP_LOSS: dict(
             label=stop_label,
             order_type="stop_market",
             side=str(exit_side),
-            amount=plan.amount,
+            price=None,
             trigger_price=plan.stop_price,
             reduce_only=True,
-            status=status,
         ),
-        OrderRole.TAKE_PROFIT: Order(
-            bracket=bracket,
-            role=OrderRole.TAKE_PROFIT,
+        OrderRole.TAKE_PROFIT: dict(
             label=tp_label,
             order_type="take_limit",
             side=str(exit_side),
-            amount=plan.amount,
             price=plan.take_profit_price,
             trigger_price=plan.take_profit_price,
             reduce_only=True,
-            status=status,
         ),
     }
+    rows: dict[str, Order] = {}
+    for role, values in legs.items():
+        row = armed.rows[role] if armed is not None else Order(bracket=bracket, role=role)
+        _assign(row, amount=plan.amount, status=status, **values)
+        rows[role] = row
+    return bracket, rows
+
+
+def _assign(obj: Any, **values: Any) -> None:
+    for name, value in values.items():
+        setattr(obj, name, value)
+
+
+def _write_intent(
+    plan: BracketPlan, gateway: BrokerGateway, condition: IntentCondition | None = None
+) -> tuple[Bracket, dict[str, Order]]:
+    """Bracket and order rows before anything is sent. A linked set goes out in one request
+    right after this, so its rows say SENT at once (the crash-safe side: look them up).
+
+    One statement on PostgreSQL, with the ``condition``'s writes (tradebaas/fastsql.py)."""
+    bracket, rows = _intent_rows(plan, gateway)
     orders = list(rows.values())
     if condition is None:
         with transaction.atomic():
@@ -264,12 +282,37 @@ def _write_intent(
             for order in orders:
                 order.bracket_id = bracket.pk
             insert_rows(orders)
-    elif not write_guarded(condition.guard, condition.rows, bracket, orders, link="bracket"):
+        return bracket, rows
+    written = write_guarded(condition.guard, condition.rows, bracket, orders, link="bracket")
+    condition.written.append(written)
+    if not written:
         raise IntentRefused(
             f"bracket {plan.bracket_id}: not written, not sent (the condition no longer holds)",
             bracket_id=plan.bracket_id,
         )
     return bracket, rows
+
+
+def _materialize(
+    bracket: Bracket,
+    rows: dict[str, Order],
+    condition: IntentCondition | None,
+    state: str,
+    *,
+    error: str = "",
+    status: str = OrderStatus.SENT,
+) -> None:
+    """An armed intent, once its request went out: the plan's values and ``state`` on its
+    rows, with the ``condition``'s writes if its guard still holds (one transaction)."""
+    with transaction.atomic():
+        if condition is not None:
+            condition.written.append(apply_guarded(condition.guard, condition.rows))
+        bracket.state = state
+        bracket.error = error[:2000]
+        bracket.save()
+        for row in rows.values():
+            row.status = status
+            row.save()
 
 
 def _outcome(bracket: Bracket, outcome: str, **context: Any) -> None:
@@ -363,6 +406,8 @@ def bracket_place(
     guard: Guard | None = None,
     check: AccountCheck | None = None,
     condition: IntentCondition | None = None,
+    armed: ArmedIntent | None = None,
+    fire: Fire | None = None,
 ) -> Bracket:
     """Place ``plan`` as one complete set or nothing. Returns the OPEN Bracket row.
 
@@ -371,16 +416,84 @@ def bracket_place(
     when its guard matches nothing, ``IntentRefused`` is raised and nothing was written or
     sent.
 
+    ``armed``: the intent written ahead (apps/orders/armed.py; linked brokers, ``plan`` made
+    with its bracket id). ``fire`` replaces ``guard`` for it: the lock check that also marks
+    the intent sent. The plan's values and the ``condition`` are then written once the answer
+    is in; ``condition.held`` says whether the guard still held (a run stopped while the
+    request was in flight: the bracket is recorded all the same, the run's moves are not).
+
     Raises OrphansDetected, PositionExists, BracketRefused (nothing placed), BracketRolledBack,
     BracketBroken (critical alert sent), BracketUnknown (resolve later by label); a guard's
     exception (lost lock) propagates after the rollback.
     """
     guard = guard or (lambda: None)
     preflight(gateway, plan, check)
+    if armed is not None:
+        if not gateway.supports_linked_orders or armed.bracket_id != plan.bracket_id:
+            raise ValueError("an armed intent serves the linked bracket made with its id")
+        bracket, rows = _intent_rows(plan, gateway, armed)
+        if (fire or _fire_refused)(armed.key):  # the lock is ours and the intent was armed
+            return _place_linked(gateway, plan, bracket, rows, _Materialize(condition))
+        armed_forget(armed.bracket_id, armed.bracket.pk)  # its mark was lost: written now
     bracket, rows = _write_intent(plan, gateway, condition)
     if gateway.supports_linked_orders:
-        return _place_linked(gateway, plan, bracket, rows, guard)
+        return _place_linked(gateway, plan, bracket, rows, _Written(guard))
     return _place_emulated(gateway, plan, bracket, rows, guard)
+
+
+def _fire_refused(_key: str) -> bool:
+    return False
+
+
+class _Written:
+    """A linked bracket whose intent rows were written before the request (the usual way)."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    def before_send(self, bracket: Bracket) -> None:
+        try:
+            self.guard()  # right before the request
+        except BaseException as exc:
+            Order.objects.filter(bracket=bracket).update(status=OrderStatus.NOT_PLACED)
+            _set_state(bracket, BracketState.FAILED, f"not sent: {type(exc).__name__}: {exc}")
+            raise
+
+    def answered(self, bracket: Bracket, rows: dict[str, Order]) -> None:
+        pass
+
+    def unknown(self, bracket: Bracket, rows: dict[str, Order], error: str) -> None:
+        _set_state(bracket, BracketState.UNKNOWN, error)
+
+    def refused(self, bracket: Bracket, rows: dict[str, Order], error: str) -> None:
+        Order.objects.filter(bracket=bracket).update(status=OrderStatus.NOT_PLACED)
+        _set_state(bracket, BracketState.FAILED, error)
+
+
+class _Materialize:
+    """A linked bracket sent with an armed intent: its rows get the plan once answered."""
+
+    def __init__(self, condition: IntentCondition | None) -> None:
+        self.condition = condition
+
+    def before_send(self, bracket: Bracket) -> None:
+        pass  # fired already (the lock check)
+
+    def answered(self, bracket: Bracket, rows: dict[str, Order]) -> None:
+        _materialize(bracket, rows, self.condition, BracketState.PLACING)
+
+    def unknown(self, bracket: Bracket, rows: dict[str, Order], error: str) -> None:
+        _materialize(bracket, rows, self.condition, BracketState.UNKNOWN, error=error)
+
+    def refused(self, bracket: Bracket, rows: dict[str, Order], error: str) -> None:
+        _materialize(
+            bracket,
+            rows,
+            self.condition,
+            BracketState.FAILED,
+            error=error,
+            status=OrderStatus.NOT_PLACED,
+        )
 
 
 def _place_linked(
@@ -388,20 +501,15 @@ def _place_linked(
     plan: BracketPlan,
     bracket: Bracket,
     rows: dict[str, Order],
-    guard: Guard,
+    record: _Written | _Materialize,
 ) -> Bracket:
     request = plan.request()
-    try:
-        guard()  # right before the request
-    except BaseException as exc:
-        Order.objects.filter(bracket=bracket).update(status=OrderStatus.NOT_PLACED)
-        _set_state(bracket, BracketState.FAILED, f"not sent: {type(exc).__name__}: {exc}")
-        raise
+    record.before_send(bracket)
     try:
         result: BracketResult | None = gateway.place_bracket(request)
         acked = result.acked_at or time.perf_counter()
     except (OrderOutcomeUnknown, ConnectionLost, TimeoutError) as exc:
-        _set_state(bracket, BracketState.UNKNOWN, f"outcome unknown: {exc}")
+        record.unknown(bracket, rows, f"outcome unknown: {exc}")
         log.warning("bracket %s: outcome unknown (%s); resolving by label", plan.bracket_id, exc)
         result = resolve_unknown(gateway, bracket)
         acked = time.perf_counter()
@@ -410,12 +518,16 @@ def _place_linked(
                 f"bracket {plan.bracket_id} was not placed ({exc})", bracket_id=plan.bracket_id
             ) from exc
     except BrokerError as exc:
-        Order.objects.filter(bracket=bracket).update(status=OrderStatus.NOT_PLACED)
-        _set_state(bracket, BracketState.FAILED, str(exc))
+        record.refused(bracket, rows, str(exc))
         _outcome(bracket, "refused", error=str(exc))
         raise BracketRefused(
             f"bracket {plan.bracket_id} refused: {exc}", bracket_id=plan.bracket_id
         ) from exc
+    except BaseException as exc:  # interrupted with the request out: its outcome is unknown
+        record.unknown(bracket, rows, f"interrupted: {type(exc).__name__}: {exc}")
+        raise
+    else:
+        record.answered(bracket, rows)
     accepted = _accept_linked(gateway, bracket, rows, result)
     accepted.acked_at = acked  # when the exchange's answer arrived (perf_counter)
     return accepted

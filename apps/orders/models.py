@@ -10,6 +10,7 @@ from django.db import models
 
 
 class BracketState(models.TextChoices):
+    ARMED = "ARMED", "Intent written ahead: labels only, not sent (apps/orders/armed.py)"
     INTENT = "INTENT", "Intent written, nothing sent"
     PLACING = "PLACING", "Request sent, no answer yet"
     UNKNOWN = "UNKNOWN", "Outcome unknown: resolve by label"

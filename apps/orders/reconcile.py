@@ -16,9 +16,11 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from apps.brokers.base import LABEL_PREFIX, BrokerError, Side
 from apps.monitoring.events import event_record
+from apps.orders.armed import FIRED, armed_claim, armed_forget, mark_key
 from apps.orders.brackets import (
     BracketBroken,
     BracketUnknown,
+    _find_by_labels,
     instrument_spec,
     new_bracket_id,
     order_row_update,
@@ -29,8 +31,11 @@ from apps.orders.gateway import BrokerGateway
 from apps.orders.models import Bracket, BracketState, Order, OrderRole
 from apps.orders.orphans import orphan_sweep_once
 from apps.orders.services import bracket_check, bracket_protect, trade_record
+from tradebaas.redis import redis_client
 
 log = logging.getLogger("tradebaas.reconcile")
+# the request's valid_until is stamped a moment after its intent was fired: this covers it
+ARMED_GRACE_S = 2.0
 
 
 @dataclass
@@ -64,6 +69,11 @@ def reconcile(
 ) -> ReconcileReport:
     report = ReconcileReport()
     mine = Bracket.objects.filter(broker=gateway.broker_id, broker_account_id=account_id)
+    # 0. intents armed ahead (armed.py): never sent -> gone; sent -> an unknown outcome (1.)
+    for bracket in mine.filter(state=BracketState.ARMED):
+        outcome = _settle_armed(gateway, bracket)
+        if outcome:
+            report.resolved.append(f"{bracket.bracket_id}:{outcome}")
     # 1. unknown outcomes, by label
     for bracket in mine.filter(
         state__in=(BracketState.INTENT, BracketState.PLACING, BracketState.UNKNOWN)
@@ -149,6 +159,66 @@ def reconcile(
             run_id=run_id,
         )
     return report
+
+
+def _settle_armed(gateway: BrokerGateway, bracket: Bracket) -> str:
+    """An armed intent left by a loop that ended without disarming it (a crash). Its mark
+    says whether the request went out (see apps/orders/armed.py). Returns what was done ('' for
+    an intent never sent, whose rows are simply deleted)."""
+    mark = armed_claim(bracket.bracket_id)
+    if not mark.startswith(FIRED) and mark:  # armed or void: never sent, never will be
+        armed_forget(bracket.bracket_id, bracket.pk)
+        return ""
+    # sent (or the mark was lost: taken as sent just now): once the request can no longer
+    # arrive, its labels say what exists
+    sent_ms = int(mark[len(FIRED) :]) if mark else int(time.time() * 1000)
+    found = _armed_lookup(gateway, bracket, sent_ms)
+    rows = {row.role: row for row in bracket.orders.all()}
+    entries = found[OrderRole.ENTRY]
+    legs = found[OrderRole.STOP_LOSS] + found[OrderRole.TAKE_PROFIT]
+    if not entries and not legs:
+        for row in rows.values():
+            row.status = "not_placed"
+            row.save(update_fields=["status", "updated_at"])
+        bracket.state = BracketState.FAILED
+        bracket.error = "sent by a loop that crashed; nothing with its labels on the exchange"
+        bracket.save(update_fields=["state", "error", "updated_at"])
+        armed_forget(bracket.bracket_id, bracket.pk)  # the mark (the rows are FAILED now)
+        return "not_placed"
+    entry = entries[0] if entries else None
+    side = entry.direction if entry else legs[0].direction.opposite
+    stops, takes = found[OrderRole.STOP_LOSS], found[OrderRole.TAKE_PROFIT]
+    bracket.side = str(side)
+    bracket.amount = entry.amount if entry else legs[0].amount
+    bracket.stop_price = (stops[0].trigger_price if stops else None) or 0
+    bracket.take_profit_price = ((takes[0].price or takes[0].trigger_price) if takes else None) or 0
+    bracket.sizing = {"recovered": "sent by a loop that crashed before recording its plan"}
+    bracket.state = BracketState.UNKNOWN
+    bracket.error = "sent by a loop that crashed before the answer; resolved by label"
+    bracket.save()
+    for role, row in rows.items():
+        row.side = str(side if role == OrderRole.ENTRY else side.opposite)
+        row.amount = bracket.amount
+        row.status = "sent"
+        row.save()
+    redis_client().delete(mark_key(bracket.bracket_id))
+    return "sent"
+
+
+def _armed_lookup(gateway: BrokerGateway, bracket: Bracket, sent_ms: int) -> dict[str, list]:
+    """The orders with the bracket's labels, read once a request sent at ``sent_ms`` can no
+    longer arrive (the broker's order timeout after it)."""
+    timeout = float(getattr(gateway.broker, "order_timeout", 0) or 0)
+    wait = sent_ms / 1000 + timeout + ARMED_GRACE_S - time.time()
+    if timeout and wait > 0:
+        time.sleep(wait)
+    try:
+        return _find_by_labels(gateway, bracket)
+    except BrokerError as exc:
+        raise BracketUnknown(
+            f"bracket {bracket.bracket_id}: sent before a crash and not resolvable now: {exc}",
+            bracket_id=bracket.bracket_id,
+        ) from exc
 
 
 def _settle_resolved(gateway, bracket: Bracket, rows: dict, result) -> str:

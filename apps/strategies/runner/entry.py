@@ -19,18 +19,20 @@ protections are evaluated at the close from the gathered inputs, with the clock 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from django.db import connection
 from django.utils import timezone
 
 from apps.brokers.base import InstrumentSpec
 from apps.orders.brackets import AccountCheck, account_check, instrument_spec
 from apps.orders.gateway import BrokerGateway
 from apps.orders.models import LIVE_BRACKET_STATES, Bracket, Trade
-from apps.risk.models import RiskSettings
+from apps.risk.models import SINGLETON_ID, RiskSettings
 from apps.risk.protections import ClosedTrade as RiskTrade
 from apps.risk.selectors import risk_settings_current, risk_settings_values
 
@@ -56,6 +58,40 @@ class EntryContext:
         ``settings_row``? (A row changed in between was read before ``settings`` and so
         differs: the context is rebuilt, never used with older settings.)"""
         return time.monotonic() - self.built_at <= MAX_AGE_S and settings_row == self.settings_row
+
+
+def close_read(run_id: int) -> tuple[tuple | None, tuple | None]:
+    """At the close, in ONE query: the run's (state, is_active, fence) and the risk settings
+    row as ``risk_settings_values`` reads it (None: no row, the defaults apply). The run is
+    None when its row is gone."""
+    with connection.cursor() as cursor:
+        cursor.execute(_close_sql(), [SINGLETON_ID, run_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None, None
+    settings = row[3:]
+    return tuple(row[:3]), (settings if settings[_settings_pk()] is not None else None)
+
+
+@functools.cache
+def _settings_pk() -> int:
+    fields = RiskSettings._meta.concrete_fields
+    return next(i for i, f in enumerate(fields) if f.primary_key)
+
+
+@functools.cache
+def _close_sql() -> str:
+    from apps.strategies.models import StrategyRun
+
+    quote = connection.ops.quote_name
+    run, risk = StrategyRun._meta, RiskSettings._meta
+    columns = ", ".join(f"s.{quote(f.column)}" for f in risk.concrete_fields)
+    state, active, fence = (quote(run.get_field(n).column) for n in ("state", "is_active", "fence"))
+    return (
+        f"SELECT r.{state}, r.{active}, r.{fence}, {columns} "  # noqa: S608
+        f"FROM {quote(run.db_table)} r LEFT JOIN {quote(risk.db_table)} s "
+        f"ON s.{quote(risk.pk.column)} = %s WHERE r.{quote(run.pk.column)} = %s"
+    )
 
 
 def entry_context_gather(

@@ -8,8 +8,10 @@ extend or delete the key of its successor. ``check`` is called right before ever
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from apps.monitoring import metrics
 from apps.strategies.runner.config import runner_setting
@@ -30,6 +32,18 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+@functools.cache
+def _fire_script() -> Any:
+    """The fire script, sent by its SHA (redis-py loads it again if the server lost it)."""
+    from apps.orders.armed import FIRE_SCRIPT
+
+    return redis_client().register_script(FIRE_SCRIPT)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class LockLost(Exception):
@@ -92,6 +106,24 @@ class RunnerLock:
         if value is None or value.decode() != self.token:
             metrics.LOCK_HELD.set(0)
             raise LockLost(f"runner lock lost by run {self.run_id} fence {self.fence}")
+
+    def fire(self, mark_key: str) -> bool:
+        """``check`` for an armed intent (apps/orders/armed.py), in the same round trip: the lock
+        must carry our token (LockLost otherwise) and the intent's mark turns from ``armed`` to
+        ``fired`` atomically with that check. False: the intent is not armed (send nothing
+        with it)."""
+        if time.monotonic() - self._renewed_at > self.ttl_ms / 1000.0 * 0.8:
+            self.renew()
+        client = redis_client()
+        result = int(
+            _fire_script()(
+                keys=[rkey(LOCK_NAME), mark_key], args=[self.token, _now_ms()], client=client
+            )
+        )
+        if result == 0:
+            metrics.LOCK_HELD.set(0)
+            raise LockLost(f"runner lock lost by run {self.run_id} fence {self.fence}")
+        return result == 1
 
     def release(self) -> None:
         try:

@@ -47,8 +47,9 @@ from apps.brokers.base import (
 )
 from apps.monitoring import chart, metrics
 from apps.monitoring.events import event_record
-from apps.monitoring.live import live_push
+from apps.monitoring.live import live_push, pushes_in_background
 from apps.monitoring.logging import log_context
+from apps.orders.armed import ArmedIntent, bracket_arm, bracket_disarm
 from apps.orders.brackets import (
     BracketPlan,
     BracketUnknown,
@@ -59,16 +60,20 @@ from apps.orders.brackets import (
 )
 from apps.orders.gateway import BrokerGateway, StreamItem
 from apps.orders.manual import drain_commands, manual_commands_waiting
-from apps.orders.models import Bracket, Trade
+from apps.orders.models import Bracket, BracketState, Trade
 from apps.orders.orphans import orphan_sweep_once
 from apps.orders.reconcile import reconcile
 from apps.orders.services import bracket_check, bracket_protect, trade_record
-from apps.risk.selectors import risk_settings_values
 from apps.risk.services import sizing_log
 from apps.risk.sizing import SizingRefused
 from apps.strategies.models import LOOP_STATES, RunState, StrategyRun
 from apps.strategies.runner.config import runner_setting
-from apps.strategies.runner.entry import MAX_AGE_S, EntryContext, entry_context_gather
+from apps.strategies.runner.entry import (
+    MAX_AGE_S,
+    EntryContext,
+    close_read,
+    entry_context_gather,
+)
 from apps.strategies.runner.lock import LockLost, RunnerLock
 from apps.strategies.runner.supervisor import LAUNCH_KEY
 from apps.strategies.services import (
@@ -186,6 +191,19 @@ def run_loop_forever(
     # age; under prometheus multiprocess mode the value set on each pass is what is exported
     metrics.HEARTBEAT_AGE.set_function(_heartbeat_age)
     _tune_process()
+    pushes_in_background()  # the page's fragments never hold the loop up
+    try:
+        return _run_locked(run_id, gateway_factory, stop, max_seconds)
+    finally:
+        pushes_in_background(False)
+
+
+def _run_locked(
+    run_id: int,
+    gateway_factory: GatewayFactory | None,
+    stop: threading.Event | None,
+    max_seconds: float | None,
+) -> str:
     lock = RunnerLock(run_id)
     if not lock.acquire():
         log.info("run %s: another loop holds the runner lock", run_id)
@@ -295,6 +313,7 @@ class Loop:
         self.offline_since = 0.0
         self.tail = _LogTail()
         self.ready: EntryContext | None = None  # the next decision's context (entry.py)
+        self.armed: ArmedIntent | None = None  # the next bracket's intent, written ahead
         _show_state(self.state)
 
     # --- the whole life -----------------------------------------------------------------------
@@ -305,6 +324,7 @@ class Loop:
             return self._run()
         finally:
             logging.getLogger().removeHandler(self.tail)
+            self._disarm()
             if self.gateway is not None:
                 self.gateway.close()
 
@@ -425,6 +445,34 @@ class Loop:
             self.ready = None
         elif not self.gateway.has_waiting():  # nothing to handle first: gather for the close
             self._prepare()
+        if self.armed is None and not self.offline and not self.gateway.has_waiting():
+            self._arm()
+
+    def _arm(self) -> None:
+        """Keep the next bracket's intent written (apps/orders/armed.py), also while a position
+        is open: the candle that closes it may be the next entry's."""
+        if not self.gateway.supports_linked_orders or self.state not in (
+            RunState.ANALYZING,
+            RunState.POSITION_OPEN,
+        ):
+            return
+        try:
+            self.armed = bracket_arm(
+                broker=self.gateway.broker_id,
+                instrument=self.run_row.instrument,
+                run_id=self.run_id,
+                account_id=self.run_row.broker_account_id,
+            )
+        except Exception:  # the next entry writes its intent at the close instead
+            log.warning("run %s: no intent armed", self.run_id, exc_info=True)
+
+    def _disarm(self) -> None:
+        armed, self.armed = self.armed, None
+        if armed is not None:
+            try:
+                bracket_disarm(armed)
+            except Exception:  # the next loop's reconcile deletes it
+                log.warning("run %s: armed intent %s left", self.run_id, armed.bracket_id)
 
     def _settle_manual_close(self) -> None:
         """After a manual close: record the trade now, before the run stops."""
@@ -581,6 +629,7 @@ class Loop:
 
     def _reconcile(self) -> None:
         self.ready = None
+        self._disarm()  # the reconcile settles every armed intent; ours was never sent
         params = self.run_row.params or {}
         report = reconcile(
             self.gateway,
@@ -640,9 +689,10 @@ class Loop:
         # exchange has answered, so they never delay the order.
         ctx = self._entry_context()
         pending: list[dict[str, Any]] = []
+        armed = self.armed if self.gateway.supports_linked_orders else None
         try:
             try:
-                plan, sized = self._plan(signal, ctx)
+                plan, sized = self._plan(signal, ctx, armed)
             except (ProtectionTripped, SizingRefused, SignalRefused) as exc:
                 self._refused(signal, exc, pending)
                 return
@@ -657,22 +707,34 @@ class Loop:
                 ],
                 fence=self.fence,
             )
+            condition = IntentCondition(path.guard, path.rows)
+            self.armed = None  # an intent serves one bracket
             try:
                 self.bracket = bracket_place(
                     gateway=self.gateway,
                     plan=plan,
                     guard=self.lock.check,
                     check=ctx.check,
-                    condition=IntentCondition(path.guard, path.rows),
+                    condition=condition,
+                    armed=armed,
+                    fire=self.lock.fire,
                 )
             except IntentRefused:  # stopped, paused or taken over: nothing written or sent
                 raise LoopExit(self._why_refused()) from None
             except BaseException:
                 sizing_log(plan.instrument, plan.side, sized)  # in the error's log lines
-                self.bracket = Bracket.objects.filter(bracket_id=plan.bracket_id).first()
-                if self.bracket is not None:  # the intent (and the run's moves) were written
+                if condition.held is None:  # nothing written: an armed intent stays armed
+                    self.armed = armed
+                self.bracket = (
+                    Bracket.objects.filter(bracket_id=plan.bracket_id)
+                    .exclude(state=BracketState.ARMED)
+                    .first()
+                )
+                if condition.held:  # the run's moves were written with the bracket
                     self._entered(path, pending)
                 raise
+            if not condition.held:
+                self._placed_while_stopping(plan)
             self._entered(path, pending)
         finally:
             run_announce(pending)
@@ -682,6 +744,22 @@ class Loop:
         self._move(RunState.POSITION_OPEN, "bracket_open", bracket=plan.bracket_id)
         self.next_position_check = time.monotonic() + self.poll
         self._push_checkpoints(signal)
+
+    def _placed_while_stopping(self, plan: BracketPlan) -> None:
+        """The run was stopped, paused or taken over while its bracket's request was out (its
+        intent was armed ahead): the bracket is on the exchange, complete and recorded; the run
+        is not this loop's any more. The next loop's reconcile adopts the position."""
+        why = self._why_refused()
+        event_record(
+            kind="bracket_opened_while_stopping",
+            message=f"Bracket {plan.bracket_id} was placed while the run was being {why}: "
+            "it is complete (stop and target on the exchange) and the next start adopts it",
+            level="warning",
+            context={"bracket": plan.bracket_id},
+            run_id=self.run_id,
+            alert=True,
+        )
+        raise LoopExit(why)
 
     def _entered(self, path: Any, pending: list[dict[str, Any]]) -> None:
         """The run's moves were written with the intent."""
@@ -710,8 +788,13 @@ class Loop:
 
     def _entry_context(self) -> EntryContext:
         """The context of this close: the one gathered while waiting, if it is current and was
-        built from the risk settings row as it is now; else everything is read now."""
-        row = risk_settings_values()  # the settings, read fresh for every trade
+        built from the risk settings row as it is now; else everything is read now.
+
+        The run's row comes with the settings (one query): a run stopped, paused or taken over
+        before this close sends nothing."""
+        run, row = close_read(self.run_id)  # the settings, read fresh for every trade
+        if run != (str(self.state), True, self.fence):
+            raise LoopExit(self._why_refused())
         ctx, self.ready = self.ready, None  # a trade changes the account: never reused
         if ctx is None or not ctx.current(row):
             ctx = self._gather(row)
@@ -733,7 +816,9 @@ class Loop:
             self.ready = None
             self.ready = self._gather()
 
-    def _plan(self, signal: Any, ctx: EntryContext) -> tuple[BracketPlan, Any]:
+    def _plan(
+        self, signal: Any, ctx: EntryContext, armed: ArmedIntent | None = None
+    ) -> tuple[BracketPlan, Any]:
         from apps.risk.selectors import protection_limits
         from apps.risk.services import risk_size_trade
 
@@ -774,6 +859,7 @@ class Loop:
                 "leverage": str(result.leverage),
             },
             signal=signal.as_dict(),
+            **({"bracket_id": armed.bracket_id} if armed is not None else {}),
         )
         return plan, sized
 

@@ -130,3 +130,40 @@ def test_the_entry_path_takes_only_moves_run_transition_allows():
         )
     with pytest.raises(ValueError):  # a pause is run_transition's (it alerts)
         run_path(run_id=1, start=RunState.ANALYZING, steps=[Step(RunState.PAUSED, "x")], fence=3)
+
+
+def test_the_loop_sends_with_intents_armed_ahead_and_leaves_none_behind(monkeypatch):
+    """The next bracket's intent is written while the loop waits (apps/orders/armed.py); the
+    close fills it in and sends. A loop that ends deletes the one it did not use."""
+    from apps.orders.models import BracketState
+    from apps.strategies.runner import loop as runner_loop
+
+    armed_ids: list[str] = []
+    arm = runner_loop.bracket_arm
+
+    def spy(**kwargs):
+        intent = arm(**kwargs)
+        armed_ids.append(intent.bracket_id)
+        return intent
+
+    monkeypatch.setattr(runner_loop, "bracket_arm", spy)
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+
+    def exits(engine) -> int:
+        return sum(1 for t in engine.trades() if t.label.endswith(("-sl", "-tp")))
+
+    with Driver(gateway, stop, until=lambda e: exits(e) >= 3) as driver:
+        run_loop_forever(run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=60)
+    assert driver.error is None
+    placed = set(
+        Bracket.objects.exclude(state=BracketState.ARMED).values_list("bracket_id", flat=True)
+    )
+    assert len(placed) >= 3
+    assert placed & set(armed_ids), "no bracket went out with an intent armed ahead"
+    assert not Bracket.objects.filter(state=BracketState.ARMED).exists()
+    for bracket in Bracket.objects.filter(bracket_id__in=armed_ids):  # filled in after the answer
+        assert bracket.side in ("buy", "sell") and bracket.amount > 0
+        assert bracket.risk_settings["mode"] in ("percent", "fixed")
+    gateway.close()

@@ -1,0 +1,251 @@
+"""Intents armed ahead (apps/orders/armed.py): written before the close, fired once by the holder
+of the runner lock, filled in after the answer, and settled by the reconcile after a crash
+according to their mark (never sent: deleted; sent: looked up by label)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from apps.orders.armed import (
+    ARMED,
+    armed_claim,
+    bracket_arm,
+    bracket_disarm,
+    mark_key,
+)
+from apps.orders.brackets import BracketRefused, IntentCondition, bracket_place
+from apps.orders.gateway import BrokerGateway
+from apps.orders.models import Bracket, BracketState, Order, OrderRole, OrderStatus
+from apps.orders.reconcile import reconcile
+from apps.orders.tests.faulty import FaultyPaperBroker
+from apps.orders.tests.test_brackets import INSTRUMENT, plan_for
+from apps.strategies.models import RunState, RunTransition, StrategyRun
+from apps.strategies.runner.lock import LockLost, RunnerLock
+from apps.strategies.services import Step, run_path
+from tradebaas.redis import redis_client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def gateway():
+    made = BrokerGateway(FaultyPaperBroker(linked=True, warmup=5))
+    made.connect()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def lock():
+    held = RunnerLock(run_id=1)
+    assert held.acquire()
+    yield held
+    held.release()
+
+
+def arm(gateway: BrokerGateway, run_id: int | None = None):
+    return bracket_arm(
+        broker=gateway.broker_id, instrument=INSTRUMENT, run_id=run_id, account_id=None
+    )
+
+
+def armed_plan(gateway, intent):
+    return dataclasses.replace(plan_for(gateway), bracket_id=intent.bracket_id)
+
+
+def mark(intent) -> str | None:
+    value = redis_client().get(mark_key(intent.bracket_id))
+    return value.decode() if value else None
+
+
+def _reconcile(gateway):
+    return reconcile(gateway, instrument=INSTRUMENT, run_id=None, account_id=None)
+
+
+def test_an_armed_intent_holds_the_labels_and_nothing_else(gateway):
+    intent = arm(gateway)
+    bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
+    assert bracket.state == BracketState.ARMED
+    labels = sorted(Order.objects.filter(bracket=bracket).values_list("label", flat=True))
+    assert labels == sorted(f"tb-{intent.bracket_id}-{suffix}" for suffix in ("entry", "sl", "tp"))
+    assert mark(intent) == ARMED
+
+
+def test_firing_needs_the_lock_and_works_once(gateway, lock):
+    intent = arm(gateway)
+    assert lock.fire(intent.key) is True
+    assert mark(intent).startswith("fired:")
+    assert lock.fire(intent.key) is False  # one intent, one request
+
+
+def test_a_loop_that_lost_the_lock_fires_nothing(gateway, lock):
+    intent = arm(gateway)
+    other = RunnerLock(run_id=1, fence=lock.fence + 1)
+    other._renewed_at = lock._renewed_at
+    with pytest.raises(LockLost):
+        other.fire(intent.key)
+    assert mark(intent) == ARMED
+
+
+def test_disarm_deletes_an_intent_never_fired_and_keeps_a_fired_one(gateway, lock):
+    unused = arm(gateway)
+    assert bracket_disarm(unused) is True
+    assert not Bracket.objects.filter(bracket_id=unused.bracket_id).exists()
+    assert mark(unused) is None
+    fired = arm(gateway)
+    lock.fire(fired.key)
+    assert bracket_disarm(fired) is False
+    assert Bracket.objects.get(bracket_id=fired.bracket_id).state == BracketState.ARMED
+
+
+def test_a_bracket_sent_with_an_armed_intent_is_recorded_with_its_plan(gateway, lock):
+    intent = arm(gateway)
+    plan = armed_plan(gateway, intent)
+    bracket = bracket_place(gateway=gateway, plan=plan, armed=intent, fire=lock.fire)
+    bracket.refresh_from_db()
+    assert bracket.bracket_id == intent.bracket_id
+    assert bracket.state == BracketState.OPEN
+    assert (bracket.side, bracket.amount, bracket.stop_price) == (
+        "buy",
+        plan.amount,
+        plan.stop_price,
+    )
+    rows = {o.role: o for o in bracket.orders.all()}
+    assert rows[OrderRole.STOP_LOSS].trigger_price == plan.stop_price
+    assert rows[OrderRole.TAKE_PROFIT].price == plan.take_profit_price
+    assert all(row.exchange_id for row in rows.values())
+    assert rows[OrderRole.ENTRY].status == OrderStatus.FILLED
+    assert gateway.broker.engine.position(INSTRUMENT).size == plan.amount
+
+
+def _run_path(run: StrategyRun):
+    return run_path(
+        run_id=run.id,
+        start=RunState.ANALYZING,
+        steps=[
+            Step(RunState.SIGNAL_DETECTED, "signal"),
+            Step(RunState.ENTERING_POSITION, "placing"),
+        ],
+        fence=run.fence,
+    )
+
+
+def test_the_runs_moves_are_written_with_the_answer_when_the_run_is_still_its_loops(gateway, lock):
+    run = StrategyRun.objects.create(
+        strategy="fast_test", instrument=INSTRUMENT, state=RunState.ANALYZING, fence=lock.fence
+    )
+    intent = arm(gateway, run.id)
+    path = _run_path(run)
+    condition = IntentCondition(path.guard, path.rows)
+    bracket_place(
+        gateway=gateway,
+        plan=armed_plan(gateway, intent),
+        armed=intent,
+        fire=lock.fire,
+        condition=condition,
+    )
+    assert condition.held is True
+    run.refresh_from_db()
+    assert run.state == RunState.ENTERING_POSITION
+    assert RunTransition.objects.filter(run_id=run.id).count() == 2
+
+
+def test_a_run_stopped_while_the_request_was_out_gets_no_moves_but_the_bracket_is_recorded(
+    gateway, lock
+):
+    run = StrategyRun.objects.create(
+        strategy="fast_test", instrument=INSTRUMENT, state=RunState.ANALYZING, fence=lock.fence
+    )
+    intent = arm(gateway, run.id)
+    path = _run_path(run)
+    condition = IntentCondition(path.guard, path.rows)
+    place = gateway.place_bracket
+
+    def stopped_meanwhile(request):
+        answer = place(request)
+        StrategyRun.objects.filter(id=run.id).update(is_active=False, state=RunState.IDLE)
+        return answer
+
+    gateway.place_bracket = stopped_meanwhile
+    bracket = bracket_place(
+        gateway=gateway,
+        plan=armed_plan(gateway, intent),
+        armed=intent,
+        fire=lock.fire,
+        condition=condition,
+    )
+    assert condition.held is False
+    assert Bracket.objects.get(pk=bracket.pk).state == BracketState.OPEN
+    assert not RunTransition.objects.filter(run_id=run.id).exists()
+    assert StrategyRun.objects.get(id=run.id).state == RunState.IDLE
+
+
+def test_a_refused_bracket_sent_with_an_armed_intent_is_recorded_failed(gateway, lock):
+    intent = arm(gateway)
+    plan = dataclasses.replace(armed_plan(gateway, intent), amount=plan_for(gateway).amount * 10**9)
+    with pytest.raises(BracketRefused):
+        bracket_place(gateway=gateway, plan=plan, armed=intent, fire=lock.fire)
+    bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
+    assert bracket.state == BracketState.FAILED
+    assert bracket.amount == plan.amount
+    assert set(bracket.orders.values_list("status", flat=True)) == {OrderStatus.NOT_PLACED}
+
+
+def test_an_intent_whose_mark_was_lost_is_written_again_before_sending(gateway, lock):
+    intent = arm(gateway)
+    redis_client().delete(mark_key(intent.bracket_id))  # Redis lost its data
+    bracket = bracket_place(
+        gateway=gateway, plan=armed_plan(gateway, intent), armed=intent, fire=lock.fire
+    )
+    assert Bracket.objects.get(pk=bracket.pk).state == BracketState.OPEN
+    assert Bracket.objects.filter(bracket_id=intent.bracket_id).count() == 1
+
+
+def test_reconcile_deletes_an_intent_that_was_never_sent(gateway):
+    intent = arm(gateway)
+    report = _reconcile(gateway)
+    assert not Bracket.objects.filter(bracket_id=intent.bracket_id).exists()
+    assert report.resolved == []
+    assert mark(intent) is None
+
+
+def test_reconcile_adopts_a_bracket_fired_and_placed_by_a_loop_that_crashed(gateway, lock):
+    intent = arm(gateway)
+    plan = armed_plan(gateway, intent)
+    assert lock.fire(intent.key)
+    gateway.place_bracket(plan.request())  # ... and the process died before writing the answer
+    report = _reconcile(gateway)
+    bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
+    assert bracket.state == BracketState.OPEN
+    assert report.open_bracket == bracket
+    assert report.resolved[0] == f"{intent.bracket_id}:sent"
+    assert (bracket.side, bracket.amount, bracket.stop_price) == (
+        "buy",
+        plan.amount,
+        plan.stop_price,
+    )
+    rows = {o.role: o for o in bracket.orders.all()}
+    assert rows[OrderRole.STOP_LOSS].exchange_id
+    assert mark(intent) is None
+
+
+def test_reconcile_fails_an_intent_fired_that_never_reached_the_exchange(gateway, lock):
+    intent = arm(gateway)
+    assert lock.fire(intent.key)  # the process died before the request left
+    report = _reconcile(gateway)
+    bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
+    assert bracket.state == BracketState.FAILED
+    assert report.resolved == [f"{intent.bracket_id}:not_placed"]
+    assert gateway.broker.engine.position(INSTRUMENT).size == 0
+
+
+def test_reconcile_treats_an_intent_without_its_mark_as_sent(gateway):
+    intent = arm(gateway)
+    plan = armed_plan(gateway, intent)
+    gateway.place_bracket(plan.request())
+    redis_client().delete(mark_key(intent.bracket_id))
+    assert armed_claim(intent.bracket_id) == ""
+    _reconcile(gateway)
+    assert Bracket.objects.get(bracket_id=intent.bracket_id).state == BracketState.OPEN
