@@ -2,12 +2,13 @@
 
 The Deribit simulator runs in a child process (its own interpreter), replaying the project's
 sample candles fast (``--speed``: 600 = a one-minute candle every 0.1 s). The strategy loop runs in
-this process exactly as in the worker (``run_loop_forever``: lock, transitions, risk settings read
-fresh, the entry context gathered while waiting (pre-flight orphan and position checks, equity;
-see apps/strategies/runner/entry.py), the run's fenced move and the intent rows in one statement,
-ONE OTOCO request with the real DeribitClient, outcome rows) with the ``fast_test`` strategy (a
-signal on every closed candle when flat; tiny stop/target so positions close within a candle or
-two).
+this process exactly as in the worker (``run_loop_forever``: lock, transitions, the default
+position poll, the entry context gathered while waiting (pre-flight orphan and position checks,
+equity; see apps/strategies/runner/entry.py) and the bracket's intent armed ahead
+(apps/orders/armed.py); at the close ONE query for the run's row and the risk settings, the lock
+check that fires the armed intent, ONE OTOCO request with the real DeribitClient, then the
+outcome rows and the run's moves) with the ``fast_test`` strategy (a signal on every closed
+candle when flat; tiny stop/target so positions close within a candle or two).
 
 Measured per bracket: from the moment the closed candle's chart message reached the loop's inbox
 to the moment the exchange's answer to the OTOCO request arrived (``BracketResult.acked_at``; the
@@ -15,8 +16,9 @@ legs are read back and the rows written after that, outside the figure). The sam
 Prometheus histogram ``tradebaas_candle_to_bracket_seconds`` (``metrics.CANDLE_TO_BRACKET``), whose
 count is printed too.
 
-``--no-page-push`` disconnects the page's post_save pushers (apps/web/live.py), which render the
-whole page state in a thread of the same process; the difference is their cost to the loop.
+``--no-page-push`` disconnects the page's post_save pushers (apps/web/live.py: after each commit a
+thread of this process sets a Redis flag and queues a render on the default worker, which this
+bench does not run); the difference is their cost to the loop.
 
 Needs PostgreSQL and Redis (see bench/_stack.py). Usage:
     .venv/bin/python bench/latency.py [-n 200] [--speed 600] [--no-page-push]

@@ -9,6 +9,7 @@ checks:
 - every closed bracket has its trade in history, and every fill on the exchange belongs to a bracket
   of ours;
 - no orphan order: every open order on the exchange belongs to a live bracket;
+- no intent armed ahead is left once the run has stopped;
 - memory is flat: each process's RSS over the last fifth of the run vs the second fifth
   (after warm-up) grows by less than ``--max-growth-mb``;
 - no process restarted (the supervisor log shows no exit).
@@ -153,7 +154,8 @@ def main() -> int:
         f"Soak: {state['replayed_candles']} candles at {args.speed:g}x in {duration / 60:.1f} min"
     )
     print(f"  trades in history {checks['trades']}, brackets closed {checks['closed']}, "
-          f"live {checks['live']}, failed/rolled back {checks['failed']}")  # fmt: skip
+          f"live {checks['live']}, failed/rolled back {checks['failed']}, "
+          f"armed ahead left {checks['armed']}")  # fmt: skip
     print(f"  exchange: {checks['fills']} fills, {checks['open_orders']} open orders, "
           f"{checks['positions']} positions")  # fmt: skip
     failures += checks["problems"]
@@ -203,10 +205,14 @@ def check_history(state: dict) -> dict:
             orphans.append(order.get("label") or order.get("order_id"))
     if orphans:
         problems.append(f"{len(orphans)} orphan order(s) on the exchange: {orphans[:5]}")
+    armed = [b.bracket_id for b in brackets.values() if b.state == "ARMED"]
+    if armed:  # the loop deletes the intent it armed ahead when it stops (apps/orders/armed.py)
+        problems.append(f"{len(armed)} intent(s) armed ahead left after the run stopped")
     return {
         "trades": len(with_trade),
         "closed": len(closed),
         "live": sum(1 for b in brackets.values() if b.state in LIVE_BRACKET_STATES),
+        "armed": len(armed),
         "failed": sum(
             1 for b in brackets.values() if b.state in ("FAILED", "ROLLED_BACK", "BROKEN")
         ),

@@ -183,11 +183,13 @@ def _status(order: BrokerOrder) -> str:
     }[order.state]
 
 
-def order_row_update(row: Order, order: BrokerOrder) -> None:
+def order_row_update(row: Order, order: BrokerOrder, *, save: bool = True) -> None:
     row.exchange_id = order.order_id
     row.status = _status(order)
     row.filled_amount = order.filled_amount
     row.average_price = order.average_price or None
+    if not save:
+        return
     row.save(
         update_fields=["exchange_id", "status", "filled_amount", "average_price", "updated_at"]
     )
@@ -300,7 +302,7 @@ def _materialize(
     state: str,
     *,
     error: str = "",
-    status: str = OrderStatus.SENT,
+    status: str | None = OrderStatus.SENT,
 ) -> None:
     """An armed intent, once its request went out: the plan's values and ``state`` on its
     rows, with the ``condition``'s writes if its guard still holds (one transaction)."""
@@ -311,8 +313,17 @@ def _materialize(
         bracket.error = error[:2000]
         bracket.save()
         for row in rows.values():
-            row.status = status
+            if status is not None:  # None: the rows carry the answer's states
+                row.status = status
             row.save()
+
+
+def _legs_of(result: BracketResult) -> tuple[tuple[str, BrokerOrder], ...]:
+    return (
+        (OrderRole.ENTRY, result.entry),
+        (OrderRole.STOP_LOSS, result.stop_loss),
+        (OrderRole.TAKE_PROFIT, result.take_profit),
+    )
 
 
 def _outcome(bracket: Bracket, outcome: str, **context: Any) -> None:
@@ -459,8 +470,8 @@ class _Written:
             _set_state(bracket, BracketState.FAILED, f"not sent: {type(exc).__name__}: {exc}")
             raise
 
-    def answered(self, bracket: Bracket, rows: dict[str, Order]) -> None:
-        pass
+    def answered(self, bracket: Bracket, rows: dict[str, Order], result: BracketResult) -> bool:
+        return False  # the legs' rows are updated from the answer by _accept_linked
 
     def unknown(self, bracket: Bracket, rows: dict[str, Order], error: str) -> None:
         _set_state(bracket, BracketState.UNKNOWN, error)
@@ -479,8 +490,12 @@ class _Materialize:
     def before_send(self, bracket: Bracket) -> None:
         pass  # fired already (the lock check)
 
-    def answered(self, bracket: Bracket, rows: dict[str, Order]) -> None:
-        _materialize(bracket, rows, self.condition, BracketState.PLACING)
+    def answered(self, bracket: Bracket, rows: dict[str, Order], result: BracketResult) -> bool:
+        """The plan and the answer's legs written together. True: the legs' rows are saved."""
+        for role, order in _legs_of(result):
+            order_row_update(rows[role], order, save=False)
+        _materialize(bracket, rows, self.condition, BracketState.PLACING, status=None)
+        return True
 
     def unknown(self, bracket: Bracket, rows: dict[str, Order], error: str) -> None:
         _materialize(bracket, rows, self.condition, BracketState.UNKNOWN, error=error)
@@ -505,6 +520,7 @@ def _place_linked(
 ) -> Bracket:
     request = plan.request()
     record.before_send(bracket)
+    rows_saved = False  # the legs' rows already hold the answer
     try:
         result: BracketResult | None = gateway.place_bracket(request)
         acked = result.acked_at or time.perf_counter()
@@ -527,18 +543,23 @@ def _place_linked(
         record.unknown(bracket, rows, f"interrupted: {type(exc).__name__}: {exc}")
         raise
     else:
-        record.answered(bracket, rows)
-    accepted = _accept_linked(gateway, bracket, rows, result)
+        rows_saved = record.answered(bracket, rows, result)
+    accepted = _accept_linked(gateway, bracket, rows, result, rows_saved=rows_saved)
     accepted.acked_at = acked  # when the exchange's answer arrived (perf_counter)
     return accepted
 
 
 def _accept_linked(
-    gateway: BrokerGateway, bracket: Bracket, rows: dict[str, Order], result: BracketResult
+    gateway: BrokerGateway,
+    bracket: Bracket,
+    rows: dict[str, Order],
+    result: BracketResult,
+    *,
+    rows_saved: bool = False,
 ) -> Bracket:
-    order_row_update(rows[OrderRole.ENTRY], result.entry)
-    order_row_update(rows[OrderRole.STOP_LOSS], result.stop_loss)
-    order_row_update(rows[OrderRole.TAKE_PROFIT], result.take_profit)
+    if not rows_saved:
+        for role, order in _legs_of(result):
+            order_row_update(rows[role], order)
     entry, stop = result.entry, result.stop_loss
     _, stop_label, _ = bracket_labels(bracket.bracket_id)
     if entry.state in (OrderState.REJECTED, OrderState.CANCELLED) and entry.filled_amount == 0:

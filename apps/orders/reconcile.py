@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from django.db import transaction
+
 from apps.brokers.base import LABEL_PREFIX, BrokerError, Side
 from apps.monitoring.events import event_record
 from apps.orders.armed import FIRED, armed_claim, armed_forget, mark_key
@@ -28,7 +30,7 @@ from apps.orders.brackets import (
     rollback,
 )
 from apps.orders.gateway import BrokerGateway
-from apps.orders.models import Bracket, BracketState, Order, OrderRole
+from apps.orders.models import Bracket, BracketState, Order, OrderRole, OrderStatus
 from apps.orders.orphans import orphan_sweep_once
 from apps.orders.services import bracket_check, bracket_protect, trade_record
 from tradebaas.redis import redis_client
@@ -165,7 +167,8 @@ def _settle_armed(gateway: BrokerGateway, bracket: Bracket) -> str:
     """An armed intent left by a loop that ended without disarming it (a crash). Its mark
     says whether the request went out (see apps/orders/armed.py). Returns what was done ('' for
     an intent never sent, whose rows are simply deleted)."""
-    mark = armed_claim(bracket.bracket_id)
+    bracket_id = bracket.bracket_id
+    mark = armed_claim(bracket_id)
     if not mark.startswith(FIRED) and mark:  # armed or void: never sent, never will be
         armed_forget(bracket.bracket_id, bracket.pk)
         return ""
@@ -173,21 +176,46 @@ def _settle_armed(gateway: BrokerGateway, bracket: Bracket) -> str:
     # arrive, its labels say what exists
     sent_ms = int(mark[len(FIRED) :]) if mark else int(time.time() * 1000)
     found = _armed_lookup(gateway, bracket, sent_ms)
-    rows = {row.role: row for row in bracket.orders.all()}
     entries = found[OrderRole.ENTRY]
     legs = found[OrderRole.STOP_LOSS] + found[OrderRole.TAKE_PROFIT]
-    if not entries and not legs:
-        for row in rows.values():
-            row.status = "not_placed"
-            row.save(update_fields=["status", "updated_at"])
-        bracket.state = BracketState.FAILED
-        bracket.error = "sent by a loop that crashed; nothing with its labels on the exchange"
-        bracket.save(update_fields=["state", "error", "updated_at"])
-        armed_forget(bracket.bracket_id, bracket.pk)  # the mark (the rows are FAILED now)
-        return "not_placed"
+    with transaction.atomic():
+        # still ARMED? (a loop that lost its lock a moment ago may have written the answer)
+        bracket = Bracket.objects.select_for_update().filter(pk=bracket.pk).first()
+        if bracket is None or bracket.state != BracketState.ARMED:
+            redis_client().delete(mark_key(bracket_id))
+            return "recorded_by_its_loop"
+        rows = {row.role: row for row in bracket.orders.all()}
+        if not entries and not legs:
+            bracket.state = BracketState.FAILED
+            bracket.error = "sent by a loop that crashed; nothing with its labels on the exchange"
+            status = OrderStatus.NOT_PLACED
+            outcome = "not_placed"
+        else:
+            _fill_from_exchange(bracket, found)
+            status = OrderStatus.SENT
+            outcome = "sent"  # an unknown outcome now: step 1 settles it
+        bracket.save()
+        for role, row in rows.items():
+            if bracket.side:
+                side = Side(bracket.side)
+                row.side = str(side if role == OrderRole.ENTRY else side.opposite)
+            row.amount = bracket.amount
+            row.status = status
+            row.save()
+    redis_client().delete(mark_key(bracket_id))
+    return outcome
+
+
+def _fill_from_exchange(bracket: Bracket, found: dict[str, list]) -> None:
+    """An armed bracket's plan as the exchange holds it (the loop died before writing it)."""
+    entries, stops, takes = (
+        found[OrderRole.ENTRY],
+        found[OrderRole.STOP_LOSS],
+        found[OrderRole.TAKE_PROFIT],
+    )
+    legs = stops + takes
     entry = entries[0] if entries else None
     side = entry.direction if entry else legs[0].direction.opposite
-    stops, takes = found[OrderRole.STOP_LOSS], found[OrderRole.TAKE_PROFIT]
     bracket.side = str(side)
     bracket.amount = entry.amount if entry else legs[0].amount
     bracket.stop_price = (stops[0].trigger_price if stops else None) or 0
@@ -195,14 +223,6 @@ def _settle_armed(gateway: BrokerGateway, bracket: Bracket) -> str:
     bracket.sizing = {"recovered": "sent by a loop that crashed before recording its plan"}
     bracket.state = BracketState.UNKNOWN
     bracket.error = "sent by a loop that crashed before the answer; resolved by label"
-    bracket.save()
-    for role, row in rows.items():
-        row.side = str(side if role == OrderRole.ENTRY else side.opposite)
-        row.amount = bracket.amount
-        row.status = "sent"
-        row.save()
-    redis_client().delete(mark_key(bracket.bracket_id))
-    return "sent"
 
 
 def _armed_lookup(gateway: BrokerGateway, bracket: Bracket, sent_ms: int) -> dict[str, list]:

@@ -249,3 +249,36 @@ def test_reconcile_treats_an_intent_without_its_mark_as_sent(gateway):
     assert armed_claim(intent.bracket_id) == ""
     _reconcile(gateway)
     assert Bracket.objects.get(bracket_id=intent.bracket_id).state == BracketState.OPEN
+
+
+def test_reconcile_leaves_an_answer_written_meanwhile_by_the_loop_that_sent_it(
+    gateway, lock, monkeypatch
+):
+    """A loop that lost its lock with its request out still writes the answer when it comes;
+    the reconcile of its successor, which waited for that request, must not overwrite it."""
+    from apps.orders import reconcile as reconciling
+
+    intent = arm(gateway)
+    plan = armed_plan(gateway, intent)
+    assert lock.fire(intent.key)
+    gateway.place_bracket(plan.request())
+    lookup = reconciling._armed_lookup
+
+    def answer_written_meanwhile(gateway, bracket, sent_ms):
+        found = lookup(gateway, bracket, sent_ms)
+        Bracket.objects.filter(pk=bracket.pk).update(  # as _materialize writes it
+            state=BracketState.PLACING,
+            side=str(plan.side),
+            amount=plan.amount,
+            stop_price=plan.stop_price,
+            take_profit_price=plan.take_profit_price,
+            risk_settings={"mode": "percent", "value": "1"},
+        )
+        return found
+
+    monkeypatch.setattr(reconciling, "_armed_lookup", answer_written_meanwhile)
+    report = _reconcile(gateway)
+    assert report.resolved[0] == f"{intent.bracket_id}:recorded_by_its_loop"
+    bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
+    assert bracket.risk_settings == {"mode": "percent", "value": "1"}  # the loop's, kept
+    assert bracket.state == BracketState.OPEN  # then settled as any bracket in flight

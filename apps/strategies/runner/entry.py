@@ -4,9 +4,12 @@ The loop enters only when flat, in ANALYZING, on a closed candle. Everything a d
 except the signal and the risk settings can be read while it waits for that candle: the
 instrument's spec, the equity and available funds, the account's pre-flight (orphan orders, a
 position on the instrument), the protections' inputs (recent trades, open brackets). So the
-close itself costs the analysis, ONE read of the risk settings (always fresh: the context is
-rebuilt when the row differs from the one it was built with), the sizing, ONE transaction (the
-run's transitions and the bracket's intent rows) and ONE request to the exchange.
+close itself costs the analysis, ONE query (``close_read``: the run's row, so that a run
+stopped, paused or taken over before the close sends nothing, and the risk settings, always
+fresh: the context is rebuilt when the row differs from the one it was built with), the sizing,
+the lock check that fires the bracket's intent armed ahead (apps/orders/armed.py; one Redis
+round trip) and ONE request to the exchange. The plan's rows and the run's moves are written
+once the exchange has answered.
 
 A context is used only while it is current. The loop drops it on any account event the broker
 pushes (an order, a fill, a position), on a disconnect or reconnect, after a manual command or

@@ -96,6 +96,7 @@ ORPHAN_SWEEP_SECONDS = 60.0
 BURST_LIMIT = 50  # events handled in one pass before the position is followed
 OFFLINE_LIMIT_SECONDS = 120.0  # auto-reconnect that takes longer than this pauses the run
 SWITCH_INTERVAL_S = 0.0005
+ARM_RETRY_S = 5.0  # after arming failed (Redis or the database hiccuped)
 PREPARE_REFRESH_S = MAX_AGE_S * 0.8  # a waiting loop gathers its entry context again this often
 
 
@@ -314,6 +315,7 @@ class Loop:
         self.tail = _LogTail()
         self.ready: EntryContext | None = None  # the next decision's context (entry.py)
         self.armed: ArmedIntent | None = None  # the next bracket's intent, written ahead
+        self.next_arm = 0.0
         _show_state(self.state)
 
     # --- the whole life -----------------------------------------------------------------------
@@ -445,7 +447,12 @@ class Loop:
             self.ready = None
         elif not self.gateway.has_waiting():  # nothing to handle first: gather for the close
             self._prepare()
-        if self.armed is None and not self.offline and not self.gateway.has_waiting():
+        if (
+            self.armed is None
+            and not self.offline
+            and now >= self.next_arm
+            and not self.gateway.has_waiting()
+        ):
             self._arm()
 
     def _arm(self) -> None:
@@ -465,6 +472,7 @@ class Loop:
             )
         except Exception:  # the next entry writes its intent at the close instead
             log.warning("run %s: no intent armed", self.run_id, exc_info=True)
+            self.next_arm = time.monotonic() + ARM_RETRY_S
 
     def _disarm(self) -> None:
         armed, self.armed = self.armed, None
@@ -683,10 +691,11 @@ class Loop:
         if signal is None:
             self._push_checkpoints(None)
             return
-        # Hot path (entry.py): one fresh read of the risk settings, the sizing, ONE statement
-        # (the run's moves, fenced, with the bracket's intent rows) and ONE request. The events
-        # of the transitions (live push, alerts) and the sizing's log lines go out once the
-        # exchange has answered, so they never delay the order.
+        # Hot path (entry.py): ONE query (the run's row, to stop if it was stopped, paused or
+        # taken over, and the risk settings, fresh), the sizing, the lock check that fires the
+        # intent armed ahead (armed.py; without one: ONE statement writing the intent with the
+        # run's fenced moves) and ONE request. The plan's rows, the run's moves, their events
+        # and the sizing's log lines are written once the exchange has answered.
         ctx = self._entry_context()
         pending: list[dict[str, Any]] = []
         armed = self.armed if self.gateway.supports_linked_orders else None
