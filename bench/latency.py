@@ -79,7 +79,7 @@ def main() -> None:
             time.sleep(0.1)
         if args.no_page_push:
             _disconnect_page_push()
-        samples = run(port, args.n)
+        samples = run(port, args.n, args.speed)
     report(samples, args)
 
 
@@ -94,7 +94,7 @@ def _disconnect_page_push() -> None:
         post_save.disconnect(sender=model, dispatch_uid=f"web-live-{model.__name__}")
 
 
-def run(port: int, n: int) -> list[float]:
+def run(port: int, n: int, speed: float) -> list[float]:
     from apps.brokers.deribit.broker import DeribitBroker
     from apps.monitoring import metrics
     from apps.orders.gateway import BrokerGateway
@@ -132,9 +132,9 @@ def run(port: int, n: int) -> list[float]:
             )
         )
 
-    outcome = run_loop_forever(
-        run_row.id, gateway_factory=gateway, stop=stop, max_seconds=max(120.0, n * 2.0)
-    )
+    # a trade takes a few candles (entry, exit, the next close): room for five each
+    limit = 60.0 + n * 5 * 60.0 / speed
+    outcome = run_loop_forever(run_row.id, gateway_factory=gateway, stop=stop, max_seconds=limit)
     run_row.refresh_from_db()
     if len(samples) < n:
         print(f"loop ended early ({outcome}, run {run_row.state} {run_row.error_message})")

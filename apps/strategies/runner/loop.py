@@ -43,8 +43,11 @@ from apps.brokers.base import (
     ConnectionState,
     EventKind,
     OrderOutcomeUnknown,
+    OrderState,
     Side,
+    bracket_labels,
 )
+from apps.brokers.base import Order as BrokerOrder
 from apps.monitoring import chart, metrics
 from apps.monitoring.events import event_record
 from apps.monitoring.live import live_push, pushes_in_background
@@ -537,7 +540,11 @@ class Loop:
                     message=f"Broker reconnected (attempt {item.payload.payload}); reconciled",
                     run_id=self.run_id,
                 )
-            elif kind in (EventKind.FILL, EventKind.ORDER) and self.bracket is not None:
+            elif (
+                kind in (EventKind.FILL, EventKind.ORDER)
+                and self.bracket is not None
+                and _may_close(self.bracket, item.payload.payload)
+            ):
                 self.next_position_check = 0.0
             return
         candle: Candle = item.payload
@@ -982,6 +989,21 @@ class Loop:
                 rows,
             )
         )
+
+
+def _may_close(bracket: Bracket, change: Any) -> bool:
+    """Whether an order or fill event may have closed (or unprotected) ``bracket``, so that it
+    is checked at once; the others wait for the next poll. Not: our own entry filling or
+    resting, or one of its legs resting (placed, or edited) with nothing filled."""
+    entry_label, stop_label, tp_label = bracket_labels(bracket.bracket_id)
+    label = getattr(change, "label", "") or ""
+    if label == entry_label:
+        state = getattr(change, "state", OrderState.FILLED)  # a fill has no state: it filled
+        return state not in (OrderState.FILLED, OrderState.OPEN, OrderState.UNTRIGGERED)
+    if label in (stop_label, tp_label) and isinstance(change, BrokerOrder):
+        resting = change.state in (OrderState.OPEN, OrderState.UNTRIGGERED)
+        return not (resting and change.filled_amount == 0)
+    return True
 
 
 def _signal_context(signal: Any) -> dict[str, str]:

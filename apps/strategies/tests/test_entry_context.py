@@ -167,3 +167,47 @@ def test_the_loop_sends_with_intents_armed_ahead_and_leaves_none_behind(monkeypa
         assert bracket.side in ("buy", "sell") and bracket.amount > 0
         assert bracket.risk_settings["mode"] in ("percent", "fixed")
     gateway.close()
+
+
+def _order(label: str, state, filled: str = "0"):
+    from apps.brokers.base import Order as BrokerOrder
+
+    return BrokerOrder(
+        order_id="1",
+        instrument="BTC-PERPETUAL",
+        direction=Side.SELL,
+        order_type="stop_market",
+        amount=Decimal("10"),
+        filled_amount=Decimal(filled),
+        state=state,
+        label=label,
+    )
+
+
+def _fill(label: str):
+    from apps.brokers.base import Fill
+
+    return Fill("t", "1", "BTC-PERPETUAL", Side.SELL, Decimal("1"), Decimal("10"),
+                Decimal("0"), "BTC", "T", label, 0)  # fmt: skip
+
+
+def test_only_events_that_may_close_the_bracket_check_it_at_once():
+    """Our own entry filling and a leg resting do not cost a check of the bracket (several round
+    trips); a leg filling, triggered or cancelled, and anything not ours, do."""
+    from apps.brokers.base import OrderState
+    from apps.strategies.runner.loop import _may_close
+
+    bracket = Bracket(bracket_id="abc")
+    entry, stop, target = "tb-abc-entry", "tb-abc-sl", "tb-abc-tp"
+    assert not _may_close(bracket, _fill(entry))
+    assert not _may_close(bracket, _order(entry, OrderState.FILLED, "10"))
+    assert not _may_close(bracket, _order(stop, OrderState.UNTRIGGERED))
+    assert not _may_close(bracket, _order(target, OrderState.OPEN))
+    assert _may_close(bracket, _order(entry, OrderState.CANCELLED))
+    assert _may_close(bracket, _order(stop, OrderState.TRIGGERED))
+    assert _may_close(bracket, _order(stop, OrderState.FILLED, "10"))
+    assert _may_close(bracket, _order(stop, OrderState.CANCELLED))
+    assert _may_close(bracket, _order(target, OrderState.OPEN, "3"))  # partly filled
+    assert _may_close(bracket, _fill(target))
+    assert _may_close(bracket, _fill("manual"))
+    assert _may_close(bracket, _order("tb-other-sl", OrderState.UNTRIGGERED))
