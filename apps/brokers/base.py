@@ -199,6 +199,9 @@ class BracketRequest:
     entry_type: str = "market"  # market or limit
     entry_price: Decimal | None = None
     trigger: str = "mark_price"  # what the stop triggers on
+    # when its intent was fired (wall clock, ms; apps/orders/armed.py): the request expires
+    # that long after this moment, not after it left, so a crash's reconcile knows when
+    valid_from_ms: int | None = None
 
     @property
     def labels(self) -> tuple[str, str, str]:

@@ -55,7 +55,8 @@ from tradebaas.fastsql import GuardedUpdate, apply_guarded, insert_rows, write_g
 log = logging.getLogger("tradebaas.brackets")
 
 Guard = Callable[[], None]
-Fire = Callable[[str], bool]  # the armed intent's mark key -> fired (see RunnerLock.fire)
+# (the armed intent's mark key, now in ms) -> fired (see RunnerLock.fire)
+Fire = Callable[[str, int], bool]
 
 
 def new_bracket_id() -> str:
@@ -79,8 +80,9 @@ class BracketPlan:
     signal: dict[str, Any] = field(default_factory=dict)
     bracket_id: str = field(default_factory=new_bracket_id)
 
-    def request(self) -> BracketRequest:
+    def request(self, valid_from_ms: int | None = None) -> BracketRequest:
         return BracketRequest(
+            valid_from_ms=valid_from_ms,
             bracket_id=self.bracket_id,
             instrument=self.instrument,
             side=self.side,
@@ -443,8 +445,10 @@ def bracket_place(
         if not gateway.supports_linked_orders or armed.bracket_id != plan.bracket_id:
             raise ValueError("an armed intent serves the linked bracket made with its id")
         bracket, rows = _intent_rows(plan, gateway, armed)
-        if (fire or _fire_refused)(armed.key):  # the lock is ours and the intent was armed
-            return _place_linked(gateway, plan, bracket, rows, _Materialize(condition))
+        fired_ms = int(time.time() * 1000)
+        if (fire or _fire_refused)(armed.key, fired_ms):  # the lock is ours, it was armed
+            record = _Materialize(condition)
+            return _place_linked(gateway, plan, bracket, rows, record, valid_from_ms=fired_ms)
         armed_forget(armed.bracket_id, armed.bracket.pk)  # its mark was lost: written now
     bracket, rows = _write_intent(plan, gateway, condition)
     if gateway.supports_linked_orders:
@@ -452,7 +456,7 @@ def bracket_place(
     return _place_emulated(gateway, plan, bracket, rows, guard)
 
 
-def _fire_refused(_key: str) -> bool:
+def _fire_refused(_key: str, _at_ms: int) -> bool:
     return False
 
 
@@ -517,8 +521,10 @@ def _place_linked(
     bracket: Bracket,
     rows: dict[str, Order],
     record: _Written | _Materialize,
+    *,
+    valid_from_ms: int | None = None,
 ) -> Bracket:
-    request = plan.request()
+    request = plan.request(valid_from_ms)
     record.before_send(bracket)
     rows_saved = False  # the legs' rows already hold the answer
     try:

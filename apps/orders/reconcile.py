@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -36,8 +37,9 @@ from apps.orders.services import bracket_check, bracket_protect, trade_record
 from tradebaas.redis import redis_client
 
 log = logging.getLogger("tradebaas.reconcile")
-# the request's valid_until is stamped a moment after its intent was fired: this covers it
-ARMED_GRACE_S = 2.0
+# after a fired intent's request expired (valid_until = fire time + the order timeout), the
+# exchange's clock and its last word may still lag a little: as the Deribit broker's own wait
+ARMED_GRACE_S = 0.5
 
 
 @dataclass
@@ -68,12 +70,14 @@ def reconcile(
     account_id: int | None,
     policy: str = "protect",
     stop_pct: Decimal = Decimal("1"),
+    keepalive: Callable[[], None] | None = None,
 ) -> ReconcileReport:
+    """``keepalive``: called while the reconcile waits (the loop renews its lock with it)."""
     report = ReconcileReport()
     mine = Bracket.objects.filter(broker=gateway.broker_id, broker_account_id=account_id)
     # 0. intents armed ahead (armed.py): never sent -> gone; sent -> an unknown outcome (1.)
     for bracket in mine.filter(state=BracketState.ARMED):
-        outcome = _settle_armed(gateway, bracket)
+        outcome = _settle_armed(gateway, bracket, keepalive)
         if outcome:
             report.resolved.append(f"{bracket.bracket_id}:{outcome}")
     # 1. unknown outcomes, by label
@@ -163,7 +167,9 @@ def reconcile(
     return report
 
 
-def _settle_armed(gateway: BrokerGateway, bracket: Bracket) -> str:
+def _settle_armed(
+    gateway: BrokerGateway, bracket: Bracket, keepalive: Callable[[], None] | None = None
+) -> str:
     """An armed intent left by a loop that ended without disarming it (a crash). Its mark
     says whether the request went out (see apps/orders/armed.py). Returns what was done ('' for
     an intent never sent, whose rows are simply deleted)."""
@@ -175,7 +181,7 @@ def _settle_armed(gateway: BrokerGateway, bracket: Bracket) -> str:
     # sent (or the mark was lost: taken as sent just now): once the request can no longer
     # arrive, its labels say what exists
     sent_ms = int(mark[len(FIRED) :]) if mark else int(time.time() * 1000)
-    found = _armed_lookup(gateway, bracket, sent_ms)
+    found = _armed_lookup(gateway, bracket, sent_ms, keepalive)
     entries = found[OrderRole.ENTRY]
     legs = found[OrderRole.STOP_LOSS] + found[OrderRole.TAKE_PROFIT]
     with transaction.atomic():
@@ -225,13 +231,20 @@ def _fill_from_exchange(bracket: Bracket, found: dict[str, list]) -> None:
     bracket.error = "sent by a loop that crashed before the answer; resolved by label"
 
 
-def _armed_lookup(gateway: BrokerGateway, bracket: Bracket, sent_ms: int) -> dict[str, list]:
+def _armed_lookup(
+    gateway: BrokerGateway,
+    bracket: Bracket,
+    sent_ms: int,
+    keepalive: Callable[[], None] | None = None,
+) -> dict[str, list]:
     """The orders with the bracket's labels, read once a request sent at ``sent_ms`` can no
-    longer arrive (the broker's order timeout after it)."""
+    longer arrive (its ``valid_until``: the broker's order timeout after that moment)."""
     timeout = float(getattr(gateway.broker, "order_timeout", 0) or 0)
-    wait = sent_ms / 1000 + timeout + ARMED_GRACE_S - time.time()
-    if timeout and wait > 0:
-        time.sleep(wait)
+    until = sent_ms / 1000 + timeout + ARMED_GRACE_S
+    while timeout and time.time() < until:
+        if keepalive is not None:
+            keepalive()
+        time.sleep(min(0.25, max(0.0, until - time.time())))
     try:
         return _find_by_labels(gateway, bracket)
     except BrokerError as exc:

@@ -325,7 +325,7 @@ class DeribitBroker:
         place it again. ``OrderRejected`` etc. mean nothing was placed.
         """
         method, params = codec.bracket_params(request, take_profit_type=self.take_profit_type)
-        self._stamp_valid_until(params, request.bracket_id)
+        self._stamp_valid_until(params, request.bracket_id, since_ms=request.valid_from_ms)
         try:
             result = await self.client.call(method, params, timeout=self.order_timeout)
         except OrderOutcomeUnknown:
@@ -349,15 +349,20 @@ class DeribitBroker:
                 data={"entry_order_id": entry.order_id},
             ) from exc
 
-    def _stamp_valid_until(self, params: dict[str, Any], bracket_id: str) -> None:
+    def _stamp_valid_until(
+        self, params: dict[str, Any], bracket_id: str, *, since_ms: int | None = None
+    ) -> None:
         """Ask the matching engine to drop the request if it cannot start before we give up.
 
         Then an answer lost to a timeout leaves a state that is final once ``valid_until``
-        has passed: ``resolve_bracket`` waits for that moment before it looks.
+        has passed: ``resolve_bracket`` waits for that moment before it looks. ``since_ms``:
+        count from that earlier moment (an armed intent's fire time, which is what a crash's
+        reconcile knows).
         """
         self._unknown_deadlines[bracket_id] = time.monotonic() + self.order_timeout
         if self.use_valid_until:
-            params["valid_until"] = _now_ms() + int(self.order_timeout * 1000)
+            start = _now_ms() if since_ms is None else min(_now_ms(), since_ms)
+            params["valid_until"] = start + int(self.order_timeout * 1000)
 
     async def resolve_bracket(
         self, request: BracketRequest, *, sent_at_ms: int | None = None

@@ -5,6 +5,7 @@ according to their mark (never sent: deleted; sent: looked up by label)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -55,6 +56,10 @@ def armed_plan(gateway, intent):
     return dataclasses.replace(plan_for(gateway), bracket_id=intent.bracket_id)
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def mark(intent) -> str | None:
     value = redis_client().get(mark_key(intent.bracket_id))
     return value.decode() if value else None
@@ -75,9 +80,9 @@ def test_an_armed_intent_holds_the_labels_and_nothing_else(gateway):
 
 def test_firing_needs_the_lock_and_works_once(gateway, lock):
     intent = arm(gateway)
-    assert lock.fire(intent.key) is True
+    assert lock.fire(intent.key, now_ms()) is True
     assert mark(intent).startswith("fired:")
-    assert lock.fire(intent.key) is False  # one intent, one request
+    assert lock.fire(intent.key, now_ms()) is False  # one intent, one request
 
 
 def test_a_loop_that_lost_the_lock_fires_nothing(gateway, lock):
@@ -85,7 +90,7 @@ def test_a_loop_that_lost_the_lock_fires_nothing(gateway, lock):
     other = RunnerLock(run_id=1, fence=lock.fence + 1)
     other._renewed_at = lock._renewed_at
     with pytest.raises(LockLost):
-        other.fire(intent.key)
+        other.fire(intent.key, now_ms())
     assert mark(intent) == ARMED
 
 
@@ -95,7 +100,7 @@ def test_disarm_deletes_an_intent_never_fired_and_keeps_a_fired_one(gateway, loc
     assert not Bracket.objects.filter(bracket_id=unused.bracket_id).exists()
     assert mark(unused) is None
     fired = arm(gateway)
-    lock.fire(fired.key)
+    lock.fire(fired.key, now_ms())
     assert bracket_disarm(fired) is False
     assert Bracket.objects.get(bracket_id=fired.bracket_id).state == BracketState.ARMED
 
@@ -214,7 +219,7 @@ def test_reconcile_deletes_an_intent_that_was_never_sent(gateway):
 def test_reconcile_adopts_a_bracket_fired_and_placed_by_a_loop_that_crashed(gateway, lock):
     intent = arm(gateway)
     plan = armed_plan(gateway, intent)
-    assert lock.fire(intent.key)
+    assert lock.fire(intent.key, now_ms())
     gateway.place_bracket(plan.request())  # ... and the process died before writing the answer
     report = _reconcile(gateway)
     bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
@@ -233,7 +238,7 @@ def test_reconcile_adopts_a_bracket_fired_and_placed_by_a_loop_that_crashed(gate
 
 def test_reconcile_fails_an_intent_fired_that_never_reached_the_exchange(gateway, lock):
     intent = arm(gateway)
-    assert lock.fire(intent.key)  # the process died before the request left
+    assert lock.fire(intent.key, now_ms())  # the process died before the request left
     report = _reconcile(gateway)
     bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
     assert bracket.state == BracketState.FAILED
@@ -260,12 +265,12 @@ def test_reconcile_leaves_an_answer_written_meanwhile_by_the_loop_that_sent_it(
 
     intent = arm(gateway)
     plan = armed_plan(gateway, intent)
-    assert lock.fire(intent.key)
+    assert lock.fire(intent.key, now_ms())
     gateway.place_bracket(plan.request())
     lookup = reconciling._armed_lookup
 
-    def answer_written_meanwhile(gateway, bracket, sent_ms):
-        found = lookup(gateway, bracket, sent_ms)
+    def answer_written_meanwhile(gateway, bracket, sent_ms, keepalive=None):
+        found = lookup(gateway, bracket, sent_ms, keepalive)
         Bracket.objects.filter(pk=bracket.pk).update(  # as _materialize writes it
             state=BracketState.PLACING,
             side=str(plan.side),
@@ -282,3 +287,33 @@ def test_reconcile_leaves_an_answer_written_meanwhile_by_the_loop_that_sent_it(
     bracket = Bracket.objects.get(bracket_id=intent.bracket_id)
     assert bracket.risk_settings == {"mode": "percent", "value": "1"}  # the loop's, kept
     assert bracket.state == BracketState.OPEN  # then settled as any bracket in flight
+
+
+def test_the_reconcile_waits_out_a_fired_request_renewing_the_lock(gateway, lock):
+    """A fired intent is looked up only once its request expired (fire time + the order
+    timeout), and the loop's lock is renewed meanwhile (the wait may outlast its TTL)."""
+    from apps.orders import reconcile as reconciling
+
+    gateway.broker.order_timeout = 0.6
+    intent = arm(gateway)
+    fired = now_ms()
+    assert lock.fire(intent.key, fired)
+    renewals: list[float] = []
+    started = time.time()
+    found = reconciling._armed_lookup(
+        gateway, intent.bracket, fired, keepalive=lambda: renewals.append(time.time())
+    )
+    assert time.time() >= fired / 1000 + 0.6 + reconciling.ARMED_GRACE_S
+    assert len(renewals) >= 3 and renewals[0] - started < 0.05
+    assert found == {OrderRole.ENTRY: [], OrderRole.STOP_LOSS: [], OrderRole.TAKE_PROFIT: []}
+
+
+def test_a_request_sent_with_a_fired_intent_expires_counting_from_the_fire():
+    from apps.brokers.deribit.broker import DeribitBroker
+
+    broker = DeribitBroker("id", "secret", order_timeout=10)
+    params: dict = {}
+    broker._stamp_valid_until(params, "abc", since_ms=now_ms() - 3000)
+    assert abs(params["valid_until"] - (now_ms() + 7000)) < 200
+    broker._stamp_valid_until(params, "abd")
+    assert abs(params["valid_until"] - (now_ms() + 10000)) < 200

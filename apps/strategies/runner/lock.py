@@ -42,10 +42,6 @@ def _fire_script() -> Any:
     return redis_client().register_script(FIRE_SCRIPT)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class LockLost(Exception):
     """This loop no longer holds the runner lock: it must stop trading at once."""
 
@@ -107,17 +103,17 @@ class RunnerLock:
             metrics.LOCK_HELD.set(0)
             raise LockLost(f"runner lock lost by run {self.run_id} fence {self.fence}")
 
-    def fire(self, mark_key: str) -> bool:
+    def fire(self, mark_key: str, at_ms: int) -> bool:
         """``check`` for an armed intent (apps/orders/armed.py), in the same round trip: the lock
         must carry our token (LockLost otherwise) and the intent's mark turns from ``armed`` to
-        ``fired`` atomically with that check. False: the intent is not armed (send nothing
-        with it)."""
+        ``fired:<at_ms>`` atomically with that check (the request is then made valid from
+        ``at_ms``). False: the intent is not armed (send nothing with it)."""
         if time.monotonic() - self._renewed_at > self.ttl_ms / 1000.0 * 0.8:
             self.renew()
         client = redis_client()
         result = int(
             _fire_script()(
-                keys=[rkey(LOCK_NAME), mark_key], args=[self.token, _now_ms()], client=client
+                keys=[rkey(LOCK_NAME), mark_key], args=[self.token, at_ms], client=client
             )
         )
         if result == 0:

@@ -653,6 +653,7 @@ class Loop:
             account_id=self.run_row.broker_account_id,
             policy=self.policy,
             stop_pct=Decimal(str(params.get("stop_loss_pct", 1))),
+            keepalive=self.lock.renew,
         )
         self.bracket = report.open_bracket
         target = RunState.POSITION_OPEN if self.bracket is not None else RunState.ANALYZING
