@@ -7,7 +7,9 @@ bracket) or nothing. Order of work:
    position) block the placement (``OrphansDetected``, code ORPHANS_DETECTED); so does a
    position already open on the instrument (``PositionExists``: never a second entry).
 2. Intent: the Bracket and its three Order rows are written BEFORE any request, so a crash
-   between request and answer leaves labels to look up.
+   between request and answer leaves labels to look up. The runner writes them ahead, while it
+   waits for the candle (an intent ARMED: apps/orders/armed.py); the plan's values then go in
+   with the answer.
 3. Placement. Brokers with linked orders (Deribit OTOCO, paper): ONE request. A lost answer
    (``OrderOutcomeUnknown``, a dropped socket) is resolved by label before anything else, and
    the bracket is never sent twice. Brokers without: entry, confirm it, reduce-only stop,
@@ -126,9 +128,10 @@ class IntentRefused(BracketError):
 
 @dataclass(frozen=True)
 class IntentCondition:
-    """Writes that go with a bracket's intent or not at all: ``guard`` must match its row, and
-    ``rows`` are inserted with the intent (the runner: its run still active, owned by its
-    lock's fence and in the state it left; the run's transition rows)."""
+    """Writes that go with a bracket's rows or not at all: ``guard`` must match its row, and
+    ``rows`` are inserted with the intent, or with the answer for an intent armed ahead (the
+    runner: its run still active, owned by its lock's fence and in the state it left; the
+    run's transition rows)."""
 
     guard: GuardedUpdate
     rows: list[Any]
