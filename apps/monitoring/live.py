@@ -41,8 +41,8 @@ def pushes_in_background(on: bool = True) -> None:
 
 
 class _Background:
-    """One thread with its own event loop sending queued fragments in order. A burst is sent
-    in one message (the fragments concatenated: each is a self-contained oob swap)."""
+    """One thread with its own event loop sending queued fragments in order, one message each
+    (as a direct push sends them: the page parses each message on its own)."""
 
     LIMIT = 1000  # fragments waiting; more are dropped (the page re-reads on reconnect)
 
@@ -65,13 +65,8 @@ class _Background:
         loop = asyncio.new_event_loop()
         try:
             while True:
-                batch = [self.queue.get()]
-                while len(batch) < 50:
-                    try:
-                        batch.append(self.queue.get_nowait())
-                    except queue.Empty:
-                        break
-                loop.run_until_complete(alive_push("\n".join(batch)))
+                html = self.queue.get()
+                loop.run_until_complete(alive_push(html))
         finally:  # pragma: no cover - the thread lives as long as its process
             loop.close()
 
