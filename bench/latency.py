@@ -5,9 +5,10 @@ sample candles fast (``--speed``: 600 = a one-minute candle every 0.1 s). The st
 this process exactly as in the worker (``run_loop_forever``: lock, transitions, the default
 position poll, the entry context gathered while waiting (pre-flight orphan and position checks,
 equity; see apps/strategies/runner/entry.py) and the bracket's intent armed ahead
-(apps/orders/armed.py); at the close ONE query for the run's row and the risk settings, the lock
-check that fires the armed intent, ONE OTOCO request with the real DeribitClient, then the
-outcome rows and the run's moves) with the ``fast_test`` strategy (a signal on every closed
+(apps/orders/armed.py); at the close no database read: the lock check that fires the armed
+intent, refused if a run or the risk settings changed since they were read
+(apps/strategies/control.py), ONE OTOCO request with the real DeribitClient, then the outcome
+rows and the run's moves) with the ``fast_test`` strategy (a signal on every closed
 candle when flat; tiny stop/target so positions close within a candle or two).
 
 Measured per bracket: from the moment the closed candle's chart message reached the loop's inbox

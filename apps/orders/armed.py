@@ -40,11 +40,14 @@ log = logging.getLogger("tradebaas.brackets")
 MARK = "bracket:armed:"
 ARMED, VOID, FIRED = "armed", "void", "fired:"
 
-# KEYS[1] the runner lock, KEYS[2] the intent's mark; ARGV[1] the lock's token, ARGV[2] now (ms).
-# 1: the lock is ours and the intent was armed (now fired); 0: the lock is not ours (nothing
-# changed); -1: the intent is not armed (fired already, voided, or its mark was lost).
+# KEYS[1] the runner lock, KEYS[2] the intent's mark, KEYS[3] the control version
+# (apps/strategies/control.py); ARGV[1] the lock's token, ARGV[2] now (ms), ARGV[3] the control
+# version the decision was made on ('' : not checked). 1: the lock is ours and the intent was
+# armed (now fired); 0: the lock is not ours (nothing changed); -2: the control version moved
+# (nothing changed); -1: the intent is not armed (fired already, voided, or its mark was lost).
 FIRE_SCRIPT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '' and (redis.call('get', KEYS[3]) or '0') ~= ARGV[3] then return -2 end
 if redis.call('get', KEYS[2]) ~= 'armed' then return -1 end
 redis.call('set', KEYS[2], 'fired:' .. ARGV[2])
 return 1

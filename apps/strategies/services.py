@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from apps.monitoring import metrics
 from apps.monitoring.events import event_record
+from apps.strategies.control import control_changed
 from apps.strategies.models import LOOP_STATES, RunState, RunTransition, StrategyRun
 from tradebaas.fastsql import GuardedUpdate
 
@@ -105,6 +106,8 @@ def run_transition(
             queryset = queryset.filter(fence=fence)
         if queryset.update(**values) != 1:
             return False
+        if fence is None:  # not one of the loop's own moves: the loop must read it (control.py)
+            control_changed()
         RunTransition.objects.create(
             run_id=run_id,
             from_state=from_state,
@@ -355,6 +358,7 @@ def run_stop(*, user: Any = None, reason: str = "stopped by trader") -> Strategy
         )
         if not changed:
             raise RunConflict("NO_ACTIVE_RUN", "The run was stopped already")
+        control_changed()
         RunTransition.objects.create(
             run_id=run.id,
             from_state=run.state,

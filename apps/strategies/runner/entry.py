@@ -1,15 +1,18 @@
 """What a trade decision reads besides the signal, gathered before the candle closes.
 
 The loop enters only when flat, in ANALYZING, on a closed candle. Everything a decision needs
-except the signal and the risk settings can be read while it waits for that candle: the
+except the signal can be read while it waits for that candle: the risk settings, the
 instrument's spec, the equity and available funds, the account's pre-flight (orphan orders, a
-position on the instrument), the protections' inputs (recent trades, open brackets). So the
-close itself costs the analysis, ONE query (``close_read``: the run's row, so that a run
-stopped, paused or taken over before the close sends nothing, and the risk settings, always
-fresh: the context is rebuilt when the row differs from the one it was built with), the sizing,
-the lock check that fires the bracket's intent armed ahead (apps/orders/armed.py; one Redis
-round trip) and ONE request to the exchange. The plan's rows and the run's moves are written
-once the exchange has answered.
+position on the instrument), the protections' inputs (recent trades, open brackets). The
+control version (apps/strategies/control.py) is read first: every Stop, Pause or settings
+change made outside the loop moves it once committed. So with an intent armed ahead
+(apps/orders/armed.py) the close itself costs the analysis, the sizing, ONE Redis round trip
+(the lock check that fires the intent, which fires nothing if the control version moved since
+the context's reads: the loop then reads the run and the settings again, ``close_read``, and
+decides again) and ONE request to the exchange; no database read. Without an armed intent, the
+close reads the run's row and the settings in ONE query (``close_read``) and rebuilds the context
+when the settings row differs from the one it was built with. The plan's rows and the run's
+moves are written once the exchange has answered.
 
 A context is used only while it is current. The loop drops it on any account event the broker
 pushes (an order, a fill, a position), on a disconnect or reconnect, after a manual command or
@@ -38,6 +41,7 @@ from apps.orders.models import LIVE_BRACKET_STATES, Bracket, Trade
 from apps.risk.models import SINGLETON_ID, RiskSettings
 from apps.risk.protections import ClosedTrade as RiskTrade
 from apps.risk.selectors import risk_settings_current, risk_settings_values
+from apps.strategies.control import control_version
 
 MAX_AGE_S = 15.0  # the equity a % risk is sized on is at most this old (and no account event)
 TRADES_LOOKBACK = timedelta(days=2)  # enough for the UTC day, the cooldown and the streaks
@@ -55,12 +59,17 @@ class EntryContext:
     trades: tuple[RiskTrade, ...]
     open_brackets: int
     built_at: float  # time.monotonic()
+    control: int | None = None  # the control version read before the settings (control.py)
 
     def current(self, settings_row: tuple | None) -> bool:
         """Still usable for a decision taken now, the settings row read just now being
         ``settings_row``? (A row changed in between was read before ``settings`` and so
         differs: the context is rebuilt, never used with older settings.)"""
-        return time.monotonic() - self.built_at <= MAX_AGE_S and settings_row == self.settings_row
+        return self.young() and settings_row == self.settings_row
+
+    def young(self) -> bool:
+        """Not older than ``MAX_AGE_S``."""
+        return time.monotonic() - self.built_at <= MAX_AGE_S
 
 
 def close_read(run_id: int) -> tuple[tuple | None, tuple | None]:
@@ -103,10 +112,14 @@ def entry_context_gather(
     instrument: str,
     account_id: int | None,
     settings_row: tuple | object | None = _READ_NOW,
+    control: int | None = None,
 ) -> EntryContext:
     """Read everything but the signal now (broker and database). ``settings_row``: the
-    settings row as the caller just read it (``risk_settings_values``), else read here."""
+    settings row as the caller just read it (``risk_settings_values``), else read here.
+    ``control``: the control version the caller read before that row, else read here first."""
     if settings_row is _READ_NOW:
+        if control is None:
+            control = control_version()
         settings_row = risk_settings_values()
     settings = risk_settings_current()
     spec = instrument_spec(gateway, instrument)
@@ -134,4 +147,5 @@ def entry_context_gather(
         trades=trades,
         open_brackets=open_brackets,
         built_at=time.monotonic(),
+        control=control,
     )

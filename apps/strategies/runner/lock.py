@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps.monitoring import metrics
+from apps.strategies.control import control_key
 from apps.strategies.runner.config import runner_setting
 from tradebaas.redis import redis_client, rkey
 
@@ -44,6 +45,11 @@ def _fire_script() -> Any:
 
 class LockLost(Exception):
     """This loop no longer holds the runner lock: it must stop trading at once."""
+
+
+class ControlChanged(Exception):
+    """A run or the risk settings changed since the decision's reads (apps/strategies/control.py):
+    nothing was fired; read them again and decide again."""
 
 
 def lock_ttl_ms() -> int:
@@ -103,22 +109,30 @@ class RunnerLock:
             metrics.LOCK_HELD.set(0)
             raise LockLost(f"runner lock lost by run {self.run_id} fence {self.fence}")
 
-    def fire(self, mark_key: str, at_ms: int) -> bool:
+    def fire(self, mark_key: str, at_ms: int, *, control: int | None = None) -> bool:
         """``check`` for an armed intent (apps/orders/armed.py), in the same round trip: the lock
         must carry our token (LockLost otherwise) and the intent's mark turns from ``armed`` to
         ``fired:<at_ms>`` atomically with that check (the request is then made valid from
-        ``at_ms``). False: the intent is not armed (send nothing with it)."""
+        ``at_ms``). False: the intent is not armed (send nothing with it).
+
+        ``control``: the control version the decision's reads were made under
+        (apps/strategies/control.py); if it has moved since, nothing is fired and
+        ``ControlChanged`` is raised."""
         if time.monotonic() - self._renewed_at > self.ttl_ms / 1000.0 * 0.8:
             self.renew()
         client = redis_client()
         result = int(
             _fire_script()(
-                keys=[rkey(LOCK_NAME), mark_key], args=[self.token, at_ms], client=client
+                keys=[rkey(LOCK_NAME), mark_key, control_key()],
+                args=[self.token, at_ms, "" if control is None else control],
+                client=client,
             )
         )
         if result == 0:
             metrics.LOCK_HELD.set(0)
             raise LockLost(f"runner lock lost by run {self.run_id} fence {self.fence}")
+        if result == -2:
+            raise ControlChanged(f"run {self.run_id}: the run or the risk settings changed")
         return result == 1
 
     def release(self) -> None:

@@ -4,7 +4,7 @@
 with that fence, connects the broker and RECONCILES before anything else (unknown outcomes
 resolved by label, trades that closed while down recorded, a position without a stop
 re-protected, orphans cancelled). Then, on each closed candle in ANALYZING: analyze → size with
-the risk settings read fresh → protections → the bracket service → POSITION_OPEN. While a
+the risk settings as they are at the close (control.py) → protections → the bracket service → POSITION_OPEN. While a
 position is open it follows the bracket; when the stop or target fills it records the trade
 from the broker's fills and goes back to ANALYZING.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal as signals
@@ -69,6 +70,7 @@ from apps.orders.reconcile import reconcile
 from apps.orders.services import bracket_check, bracket_protect, trade_record
 from apps.risk.services import sizing_log
 from apps.risk.sizing import SizingRefused
+from apps.strategies.control import control_version
 from apps.strategies.models import LOOP_STATES, RunState, StrategyRun
 from apps.strategies.runner.config import runner_setting
 from apps.strategies.runner.entry import (
@@ -77,7 +79,7 @@ from apps.strategies.runner.entry import (
     close_read,
     entry_context_gather,
 )
-from apps.strategies.runner.lock import LockLost, RunnerLock
+from apps.strategies.runner.lock import ControlChanged, LockLost, RunnerLock
 from apps.strategies.runner.supervisor import LAUNCH_KEY
 from apps.strategies.services import (
     Step,
@@ -98,7 +100,7 @@ LOOP_KEY = "state:runner-loop"
 ORPHAN_SWEEP_SECONDS = 60.0
 BURST_LIMIT = 50  # events handled in one pass before the position is followed
 OFFLINE_LIMIT_SECONDS = 120.0  # auto-reconnect that takes longer than this pauses the run
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.0001
 ARM_RETRY_S = 5.0  # after arming failed (Redis or the database hiccuped)
 PREPARE_REFRESH_S = MAX_AGE_S * 0.8  # a waiting loop gathers its entry context again this often
 
@@ -699,68 +701,95 @@ class Loop:
         if signal is None:
             self._push_checkpoints(None)
             return
-        # Hot path (entry.py): ONE query (the run's row, to stop if it was stopped, paused or
-        # taken over, and the risk settings, fresh), the sizing, the lock check that fires the
-        # intent armed ahead (armed.py; without one: ONE statement writing the intent with the
-        # run's fenced moves) and ONE request. The plan's rows, the run's moves, their events
-        # and the sizing's log lines are written once the exchange has answered.
-        ctx = self._entry_context()
+        # Hot path (entry.py): with an intent armed ahead (armed.py) and the context gathered
+        # while waiting, NO database read: the sizing, then ONE Redis round trip (the lock
+        # check that fires the intent, refused if a run or the risk settings changed since the
+        # context's reads, control.py) and ONE request. Otherwise, or after such a change, ONE
+        # query first (the run's row, to stop if it was stopped, paused or taken over, and the
+        # risk settings, fresh); without an armed intent, ONE statement writes the intent with
+        # the run's fenced moves before the request. The plan's rows, the run's moves, their
+        # events and the sizing's log lines are written once the exchange has answered.
         pending: list[dict[str, Any]] = []
-        armed = self.armed if self.gateway.supports_linked_orders else None
         try:
             try:
-                plan, sized = self._plan(signal, ctx, armed)
-            except (ProtectionTripped, SizingRefused, SignalRefused) as exc:
-                self._refused(signal, exc, pending)
-                return
-            path = run_path(
-                run_id=self.run_id,
-                start=self.state,
-                steps=[
-                    Step(
-                        RunState.SIGNAL_DETECTED, "signal", signal.reason, _signal_context(signal)
-                    ),
-                    Step(RunState.ENTERING_POSITION, "placing", "", {"bracket": plan.bracket_id}),
-                ],
-                fence=self.fence,
-            )
-            condition = IntentCondition(path.guard, path.rows)
-            self.armed = None  # an intent serves one bracket
-            try:
-                self.bracket = bracket_place(
-                    gateway=self.gateway,
-                    plan=plan,
-                    guard=self.lock.check,
-                    check=ctx.check,
-                    condition=condition,
-                    armed=armed,
-                    fire=self.lock.fire,
-                )
-            except IntentRefused:  # stopped, paused or taken over: nothing written or sent
-                raise LoopExit(self._why_refused()) from None
-            except BaseException:
-                sizing_log(plan.instrument, plan.side, sized)  # in the error's log lines
-                if condition.held is None:  # nothing written: an armed intent stays armed
-                    self.armed = armed
-                self.bracket = (
-                    Bracket.objects.filter(bracket_id=plan.bracket_id)
-                    .exclude(state=BracketState.ARMED)
-                    .first()
-                )
-                if condition.held:  # the run's moves were written with the bracket
-                    self._entered(path, pending)
-                raise
-            if not condition.held:
-                self._placed_while_stopping(plan)
-            self._entered(path, pending)
+                plan, sized = self._enter(signal, self._entry_context(), pending, first=True)
+            except ControlChanged:  # nothing fired or written: decide again on a fresh read
+                ctx = self._entry_context(read=True)
+                plan, sized = self._enter(signal, ctx, pending, first=False)
         finally:
             run_announce(pending)
+        if plan is None:
+            return
         acked = getattr(self.bracket, "acked_at", None) or time.perf_counter()
         metrics.CANDLE_TO_BRACKET.observe(acked - received)
         sizing_log(plan.instrument, plan.side, sized)
         self._move(RunState.POSITION_OPEN, "bracket_open", bracket=plan.bracket_id)
         self.next_position_check = time.monotonic() + self.poll
         self._push_checkpoints(signal)
+
+    def _enter(
+        self, signal: Any, ctx: EntryContext, pending: list[dict[str, Any]], *, first: bool
+    ) -> tuple[BracketPlan | None, Any]:
+        """Size ``signal`` on ``ctx`` and place its bracket; (None, None) when refused.
+
+        ``first``: ControlChanged is raised, with nothing written or sent, if a run or the risk
+        settings changed since ``ctx`` was read (checked by the fire, or before a refusal); the
+        second attempt comes right after reading them again."""
+        armed = self.armed if self.gateway.supports_linked_orders else None
+        control = ctx.control if first else None
+        try:
+            plan, sized = self._plan(signal, ctx, armed)
+        except (ProtectionTripped, SizingRefused, SignalRefused) as exc:
+            if control is not None and control_version() != control:
+                raise ControlChanged("refused on reads made before a change") from exc
+            self._refused(signal, exc, pending)
+            return None, None
+        path = run_path(
+            run_id=self.run_id,
+            start=self.state,
+            steps=[
+                Step(RunState.SIGNAL_DETECTED, "signal", signal.reason, _signal_context(signal)),
+                Step(RunState.ENTERING_POSITION, "placing", "", {"bracket": plan.bracket_id}),
+            ],
+            fence=self.fence,
+        )
+        condition = IntentCondition(path.guard, path.rows)
+
+        def fire(key: str, at_ms: int) -> bool:
+            return self.lock.fire(key, at_ms, control=control)
+
+        self.armed = None  # an intent serves one bracket
+        try:
+            self.bracket = bracket_place(
+                gateway=self.gateway,
+                plan=plan,
+                guard=self.lock.check,
+                check=ctx.check,
+                condition=condition,
+                armed=armed,
+                fire=fire,
+            )
+        except IntentRefused:  # stopped, paused or taken over: nothing written or sent
+            raise LoopExit(self._why_refused()) from None
+        except ControlChanged:
+            self.armed = armed  # not fired: still armed
+            raise
+        except BaseException:
+            sizing_log(plan.instrument, plan.side, sized)  # in the error's log lines
+            if condition.held is None:  # nothing written: an armed intent stays armed
+                self.armed = armed
+            self.bracket = (
+                Bracket.objects.filter(bracket_id=plan.bracket_id)
+                .exclude(state=BracketState.ARMED)
+                .first()
+            )
+            if condition.held:  # the run's moves were written with the bracket
+                self._entered(path, pending)
+            raise
+        if not condition.held:
+            self._placed_while_stopping(plan)
+        self._entered(path, pending)
+        return plan, sized
 
     def _placed_while_stopping(self, plan: BracketPlan) -> None:
         """The run was stopped, paused or taken over while its bracket's request was out (its
@@ -791,6 +820,14 @@ class Loop:
             RunState.SIGNAL_DETECTED, "signal", signal.reason, pending, **_signal_context(signal)
         )
         if isinstance(exc, ProtectionTripped):
+            event_record(
+                kind="protection_tripped",
+                message=f"Protection tripped: {exc.message}",
+                level="warning",
+                context={"code": exc.code},
+                run_id=self.run_id,
+                alert=True,
+            )
             raise exc
         run_announce(pending)
         event_record(
@@ -803,26 +840,38 @@ class Loop:
         why = "sizing_refused" if isinstance(exc, SizingRefused) else "signal_refused"
         self._move(RunState.ANALYZING, why, str(exc))
 
-    def _entry_context(self) -> EntryContext:
-        """The context of this close: the one gathered while waiting, if it is current and was
-        built from the risk settings row as it is now; else everything is read now.
-
-        The run's row comes with the settings (one query): a run stopped, paused or taken over
-        before this close sends nothing."""
+    def _entry_context(self, *, read: bool = False) -> EntryContext:
+        """The context of this close: the one gathered while waiting, as it is when an intent
+        is armed (its fire checks that no run or risk settings change came since the context's
+        reads); else, or with ``read``, the run's row and the risk settings are read now (ONE
+        query: a run stopped, paused or taken over sends nothing) and the gathered context is
+        used only if it was built from the settings row as it is now."""
+        ctx, self.ready = self.ready, None  # a trade changes the account: never reused
+        if (
+            not read
+            and ctx is not None
+            and ctx.control is not None
+            and ctx.young()
+            and self.armed is not None
+            and self.gateway.supports_linked_orders
+        ):
+            return ctx
+        control = control_version()  # before the rows it covers (control.py)
         run, row = close_read(self.run_id)  # the settings, read fresh for every trade
         if run != (str(self.state), True, self.fence):
             raise LoopExit(self._why_refused())
-        ctx, self.ready = self.ready, None  # a trade changes the account: never reused
         if ctx is None or not ctx.current(row):
-            ctx = self._gather(row)
-        return ctx
+            return self._gather(row, control=control)
+        return dataclasses.replace(ctx, control=control)
 
-    def _gather(self, *settings_row: tuple | None) -> EntryContext:
-        """Everything read now; ``settings_row``: the settings row just read, if it was."""
+    def _gather(self, *settings_row: tuple | None, control: int | None = None) -> EntryContext:
+        """Everything read now; ``settings_row``: the settings row just read, if it was (and
+        ``control``, the control version read before it)."""
         return entry_context_gather(
             self.gateway,
             instrument=self.run_row.instrument,
             account_id=self.run_row.broker_account_id,
+            control=control,
             **({"settings_row": settings_row[0]} if settings_row else {}),
         )
 
@@ -906,14 +955,6 @@ class Loop:
             now=timezone.now(),
         )
         if trip is not None:
-            event_record(
-                kind="protection_tripped",
-                message=f"Protection tripped: {trip.message}",
-                level="warning",
-                context={"code": str(trip.code)},
-                run_id=self.run_id,
-                alert=True,
-            )
             raise ProtectionTripped(str(trip.code), trip.message)
 
     # --- following the position ----------------------------------------------------------------
