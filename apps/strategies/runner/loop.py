@@ -4,9 +4,9 @@
 with that fence, connects the broker and RECONCILES before anything else (unknown outcomes
 resolved by label, trades that closed while down recorded, a position without a stop
 re-protected, orphans cancelled). Then, on each closed candle in ANALYZING: analyze → size with
-the risk settings as they are at the close (control.py) → protections → the bracket service → POSITION_OPEN. While a
-position is open it follows the bracket; when the stop or target fills it records the trade
-from the broker's fills and goes back to ANALYZING.
+the risk settings as they are at the close (control.py) → protections → the bracket service →
+POSITION_OPEN. While a position is open it follows the bracket; when the stop or target fills
+it records the trade from the broker's fills and goes back to ANALYZING.
 
 Each pass renews the lock (compare-and-extend), stamps the heartbeat and pings the watchdog; the
 lock is checked again right before every order. Faults: a lost connection pauses the run
