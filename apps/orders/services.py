@@ -4,7 +4,9 @@ re-protect a position that lost its stop.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -63,6 +65,7 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
     known, missing = len(rows), 0
     # the legs' states in one round trip (after the position: see above)
     answers = gateway.call_all([("order_state", (row.exchange_id,)) for row in rows])
+    changed = []
     for row, order in zip(rows, answers, strict=True):
         if isinstance(order, NotFound):
             missing += 1
@@ -71,7 +74,11 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
             raise order
         states[row.role] = order
         if row.status != order.state or row.filled_amount != order.filled_amount:
-            order_row_update(row, order)
+            changed.append((row, order))
+    if changed:
+        with transaction.atomic():  # one commit for the legs that changed
+            for row, order in changed:
+                order_row_update(row, order)
     stop_live = any(
         o.is_live for role, o in states.items() if role in (OrderRole.STOP_LOSS, OrderRole.CLOSE)
     )
@@ -162,14 +169,20 @@ def _realized(
 
 
 def trade_record(
-    gateway: BrokerGateway, bracket: Bracket, *, exit_reason: str, recorded_by: str = "loop"
+    gateway: BrokerGateway,
+    bracket: Bracket,
+    *,
+    exit_reason: str,
+    recorded_by: str = "loop",
+    events: list[Callable[[], Any]] | None = None,
 ) -> Trade | None:
     """Record the closed trade of ``bracket`` from the broker's fills and fees; idempotent.
 
     The exit reason is the fills' own when a leg of the bracket flattened the position (the
     stop: "stop_loss", the target: "take_profit"); ``exit_reason`` is used otherwise (a manual
     close, a position closed by hand on the exchange). None when the fills do not (yet) show a
-    complete round trip.
+    complete round trip. ``events``: the trade's event (history line, alert) is queued there
+    for the caller to send, instead of being recorded with the row.
     """
     existing = Trade.objects.filter(bracket=bracket).first()
     if existing:
@@ -253,20 +266,27 @@ def trade_record(
             )
             bracket.state = BracketState.CLOSED
             bracket.save(update_fields=["state", "updated_at"])
-            event_record(
-                kind="bracket_closed",
-                message=f"Trade closed by {exit_reason}: {bracket.side} {entered} "
-                f"{bracket.instrument} {entry_price:.2f} → {exit_price:.2f}, "
-                f"P&L {pnl:.8f} {spec.settlement_currency} (${pnl_usd:.2f}), fees {fees:.8f}",
-                context={"pnl": pnl, "pnl_usd": pnl_usd, "fees": fees, "by": recorded_by},
-                run_id=bracket.run_id,
-                bracket_id=bracket.bracket_id,
-                alert=True,
+            (events.append if events is not None else _call)(
+                functools.partial(
+                    event_record,
+                    kind="bracket_closed",
+                    message=f"Trade closed by {exit_reason}: {bracket.side} {entered} "
+                    f"{bracket.instrument} {entry_price:.2f} → {exit_price:.2f}, "
+                    f"P&L {pnl:.8f} {spec.settlement_currency} (${pnl_usd:.2f}), fees {fees:.8f}",
+                    context={"pnl": pnl, "pnl_usd": pnl_usd, "fees": fees, "by": recorded_by},
+                    run_id=bracket.run_id,
+                    bracket_id=bracket.bracket_id,
+                    alert=True,
+                )
             )
     except IntegrityError:  # recorded by someone else meanwhile
         return Trade.objects.filter(bracket=bracket).first()
     metrics.TRADES.labels(result="win" if pnl > 0 else "loss").inc()
     return trade
+
+
+def _call(fn: Callable[[], Any]) -> None:
+    fn()
 
 
 def bracket_protect(gateway: BrokerGateway, bracket: Bracket, *, policy: str = "protect") -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import signal as signals
@@ -321,6 +322,8 @@ class Loop:
         self.ready: EntryContext | None = None  # the next decision's context (entry.py)
         self.armed: ArmedIntent | None = None  # the next bracket's intent, written ahead
         self.next_arm = 0.0
+        # the events of a trade that closed on this candle, sent once the next entry is out
+        self.after_close: list[Callable[[], None]] = []
         _show_state(self.state)
 
     # --- the whole life -----------------------------------------------------------------------
@@ -557,14 +560,24 @@ class Loop:
             if self.offline:
                 return
             if self.bracket is not None:
-                self._follow_position()
+                self._follow_position(defer=True)
             # a bracket that closed during this candle: its close is the next decision (as in
             # the backtest, which analyses the close of the candle in which the trade closed)
             if self.bracket is None and self.state is RunState.ANALYZING:
                 with _no_collection():
                     self._analyze(item.received)
-        finally:  # after the decision: the chart never delays a bracket
+        finally:  # after the decision: its events and the chart never delay a bracket
+            self._send_after_close()
             chart.record_candles(self.run_row.instrument, [candle])
+
+    def _send_after_close(self) -> None:
+        """The events of a trade that closed on this candle (its rows are written)."""
+        while self.after_close:
+            send = self.after_close.pop(0)
+            try:
+                send()
+            except Exception:  # an event lost must not stop the loop; the rows are written
+                log.exception("run %s: an event of the closed trade was not sent", self.run_id)
 
     # --- transitions ---------------------------------------------------------------------------
 
@@ -717,6 +730,7 @@ class Loop:
                 ctx = self._entry_context(read=True)
                 plan, sized = self._enter(signal, ctx, pending, first=False)
         finally:
+            self._send_after_close()
             run_announce(pending)
         if plan is None:
             return
@@ -959,7 +973,10 @@ class Loop:
 
     # --- following the position ----------------------------------------------------------------
 
-    def _follow_position(self) -> None:
+    def _follow_position(self, *, defer: bool = False) -> None:
+        """Check the open bracket; record its trade if it closed. ``defer``: on a candle close,
+        the events (the run's moves, the closed trade) are sent after that candle's decision
+        (``after_close``); the rows are written now, before it."""
         self.next_position_check = time.monotonic() + self.poll
         bracket = self.bracket
         check = bracket_check(self.gateway, bracket)
@@ -968,8 +985,9 @@ class Loop:
                 self.lock.check()
                 bracket_protect(self.gateway, bracket, policy=self.policy)
             return
-        self._move(RunState.CLOSING, check.exit_reason, bracket=bracket.bracket_id)
-        trade = trade_record(self.gateway, bracket, exit_reason=check.exit_reason)
+        later = self.after_close if defer else None
+        self._moved(RunState.CLOSING, check.exit_reason, later, bracket=bracket.bracket_id)
+        trade = trade_record(self.gateway, bracket, exit_reason=check.exit_reason, events=later)
         if trade is None:
             self.trade_misses += 1
             if self.trade_misses > 5:
@@ -982,7 +1000,18 @@ class Loop:
         orphan_sweep_once(self.gateway, run_id=self.run_id)  # a leg the exchange left behind
         self._strategy_trade_closed(trade)
         self.bracket = None
-        self._move(RunState.ANALYZING, "trade_closed", bracket=bracket.bracket_id)
+        self._moved(RunState.ANALYZING, "trade_closed", later, bracket=bracket.bracket_id)
+
+    def _moved(
+        self, to: RunState, reason: str, later: list[Callable[[], None]] | None, **context: Any
+    ) -> None:
+        """``_move``; with ``later``, its event is queued there instead of sent."""
+        if later is None:
+            self._move(to, reason, **context)
+            return
+        pending: list[dict[str, Any]] = []
+        self._move(to, reason, "", pending, **context)
+        later.append(functools.partial(run_announce, pending))
 
     def _strategy_trade_closed(self, trade: Trade) -> None:
         from apps.strategies.base import ClosedTrade

@@ -4,6 +4,7 @@ event (an order appearing, a fill) drops what was read of the account before it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from decimal import Decimal
 
@@ -211,3 +212,50 @@ def test_only_events_that_may_close_the_bracket_check_it_at_once():
     assert _may_close(bracket, _fill(target))
     assert _may_close(bracket, _fill("manual"))
     assert _may_close(bracket, _order("tb-other-sl", OrderState.UNTRIGGERED))
+
+
+def test_a_trade_closed_on_the_candle_is_written_before_the_next_entry_and_announced_after():
+    """The candle on which the stop or target filled is also the next decision's: the trade's
+    rows (trade, bracket closed, the run's moves) are written before that decision; its events
+    (history line, alert) are sent once the next bracket is out, and none is lost."""
+    from apps.monitoring.models import Event
+    from apps.orders.gateway import BrokerGateway
+    from apps.orders.models import BracketState, Trade
+
+    seen: list[tuple[int, int, int]] = []  # at each send: (brackets closed, trades, events)
+    place = BrokerGateway.place_bracket
+
+    def spy(self, request):
+        seen.append(
+            (
+                Bracket.objects.filter(state=BracketState.CLOSED).count(),
+                Trade.objects.count(),
+                Event.objects.filter(kind="bracket_closed").count(),
+            )
+        )
+        return place(self, request)
+
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+
+    def exits(engine) -> int:
+        return sum(1 for t in engine.trades() if t.label.endswith(("-sl", "-tp")))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BrokerGateway, "place_bracket", spy)
+        with Driver(gateway, stop, until=lambda e: exits(e) >= 4) as driver:
+            run_loop_forever(run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=60)
+    assert driver.error is None
+    assert len(seen) >= 4
+    for closed, trades, events in seen:
+        assert closed == trades  # every closed bracket's trade was written before the send
+    assert any(events < trades for _, trades, events in seen), "no event was sent after the entry"
+    trades = Trade.objects.count()
+    assert trades >= 3
+    assert Event.objects.filter(kind="bracket_closed").count() == trades  # none lost
+    moves = list(run.transitions.order_by("id").values_list("from_state", "to_state"))
+    assert ("POSITION_OPEN", "CLOSING") in moves
+    for (_, to), (frm, _) in itertools.pairwise(moves):
+        assert to == frm  # the run's moves chain, in order
+    gateway.close()
