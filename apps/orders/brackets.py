@@ -372,17 +372,23 @@ class AccountCheck:
         return not self.orphans and not self.held
 
 
-def account_check(gateway: BrokerGateway, instrument: str) -> AccountCheck:
-    """Read the account for the pre-flight (the exchange, not our rows)."""
+def account_check(
+    gateway: BrokerGateway,
+    instrument: str,
+    *,
+    orders: list[BrokerOrder] | None = None,
+    positions: list[Any] | None = None,
+) -> AccountCheck:
+    """Read the account for the pre-flight (the exchange, not our rows). ``orders`` (our open
+    orders) and ``positions`` (every currency's): as the caller just read them, else read
+    here."""
     from apps.orders.orphans import find_orphans
 
-    orphans = find_orphans(gateway)
-    spec = instrument_spec(gateway, instrument)
-    held = [
-        p.size
-        for p in gateway.call("positions", spec.settlement_currency)
-        if p.instrument == instrument and p.size != 0
-    ]
+    orphans = find_orphans(gateway, orders=orders, positions=positions)
+    if positions is None:
+        spec = instrument_spec(gateway, instrument)
+        positions = gateway.call("positions", spec.settlement_currency)
+    held = [p.size for p in positions if p.instrument == instrument and p.size != 0]
     return AccountCheck(instrument=instrument, orphans=tuple(orphans), held=tuple(held))
 
 

@@ -34,7 +34,7 @@ from decimal import Decimal
 from django.db import connection
 from django.utils import timezone
 
-from apps.brokers.base import InstrumentSpec
+from apps.brokers.base import LABEL_PREFIX, InstrumentSpec
 from apps.orders.brackets import AccountCheck, account_check, instrument_spec
 from apps.orders.gateway import BrokerGateway
 from apps.orders.models import LIVE_BRACKET_STATES, Bracket, Trade
@@ -106,6 +106,14 @@ def _close_sql() -> str:
     )
 
 
+def _each(answers: list) -> list:
+    """``call_all``'s answers, raising the first failure."""
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return answers
+
+
 def entry_context_gather(
     gateway: BrokerGateway,
     *,
@@ -123,10 +131,22 @@ def entry_context_gather(
         settings_row = risk_settings_values()
     settings = risk_settings_current()
     spec = instrument_spec(gateway, instrument)
-    summary = gateway.call("account_summary", spec.settlement_currency)
+    currency = spec.settlement_currency
     check = None
-    if gateway.pushes_account_changes(spec.settlement_currency):
-        check = account_check(gateway, instrument)
+    if gateway.pushes_account_changes(currency):
+        # the equity and the pre-flight's reads go out together: one round trip
+        summary, orders, positions = _each(
+            gateway.call_all(
+                [
+                    ("account_summary", (currency,)),
+                    ("open_orders", (None, LABEL_PREFIX)),
+                    ("positions", ()),
+                ]
+            )
+        )
+        check = account_check(gateway, instrument, orders=orders, positions=positions)
+    else:
+        summary = gateway.call("account_summary", currency)
     since = timezone.now() - TRADES_LOOKBACK
     trades = tuple(
         RiskTrade(closed_at=t.closed_at, pnl=t.pnl, stopped_out=t.exit_reason == "stop_loss")

@@ -110,14 +110,10 @@ def test_an_exception_in_the_loop_is_error_with_context_and_stops():
     class Boom(Exception):
         pass
 
-    original = gateway.call
+    async def failing_summary(*args, **kwargs):
+        raise Boom("equity unreadable")
 
-    def failing_call(method, *args, **kwargs):
-        if method == "account_summary":
-            raise Boom("equity unreadable")
-        return original(method, *args, **kwargs)
-
-    gateway.call = failing_call
+    gateway.broker.account_summary = failing_summary  # read alone or with other reads
     stop = threading.Event()
     with Driver(gateway, stop, until=lambda e: False, limit=10):
         outcome = run_loop_forever(
