@@ -101,7 +101,7 @@ LOOP_KEY = "state:runner-loop"
 ORPHAN_SWEEP_SECONDS = 60.0
 BURST_LIMIT = 50  # events handled in one pass before the position is followed
 OFFLINE_LIMIT_SECONDS = 120.0  # auto-reconnect that takes longer than this pauses the run
-SWITCH_INTERVAL_S = 0.0001
+SWITCH_INTERVAL_S = 0.0005
 ARM_RETRY_S = 5.0  # after arming failed (Redis or the database hiccuped)
 PREPARE_REFRESH_S = MAX_AGE_S * 0.8  # a waiting loop gathers its entry context again this often
 
@@ -830,6 +830,7 @@ class Loop:
     def _refused(self, signal: Any, exc: Exception, pending: list[dict[str, Any]]) -> None:
         """A signal not traded: recorded as SIGNAL_DETECTED, then back to ANALYZING (sizing or
         signal refused) or on to PAUSED (a protection tripped, raised for ``_run``)."""
+        self._send_after_close()  # a trade that closed on this candle comes first in history
         self._move(
             RunState.SIGNAL_DETECTED, "signal", signal.reason, pending, **_signal_context(signal)
         )
