@@ -266,27 +266,25 @@ def trade_record(
             )
             bracket.state = BracketState.CLOSED
             bracket.save(update_fields=["state", "updated_at"])
-            (events.append if events is not None else _call)(
-                functools.partial(
-                    event_record,
-                    kind="bracket_closed",
-                    message=f"Trade closed by {exit_reason}: {bracket.side} {entered} "
-                    f"{bracket.instrument} {entry_price:.2f} → {exit_price:.2f}, "
-                    f"P&L {pnl:.8f} {spec.settlement_currency} (${pnl_usd:.2f}), fees {fees:.8f}",
-                    context={"pnl": pnl, "pnl_usd": pnl_usd, "fees": fees, "by": recorded_by},
-                    run_id=bracket.run_id,
-                    bracket_id=bracket.bracket_id,
-                    alert=True,
-                )
+            announce = functools.partial(
+                event_record,
+                kind="bracket_closed",
+                message=f"Trade closed by {exit_reason}: {bracket.side} {entered} "
+                f"{bracket.instrument} {entry_price:.2f} → {exit_price:.2f}, "
+                f"P&L {pnl:.8f} {spec.settlement_currency} (${pnl_usd:.2f}), fees {fees:.8f}",
+                context={"pnl": pnl, "pnl_usd": pnl_usd, "fees": fees, "by": recorded_by},
+                run_id=bracket.run_id,
+                bracket_id=bracket.bracket_id,
+                alert=True,
             )
+            if events is None:
+                announce()
+            else:
+                events.append(announce)
     except IntegrityError:  # recorded by someone else meanwhile
         return Trade.objects.filter(bracket=bracket).first()
     metrics.TRADES.labels(result="win" if pnl > 0 else "loss").inc()
     return trade
-
-
-def _call(fn: Callable[[], Any]) -> None:
-    fn()
 
 
 def bracket_protect(gateway: BrokerGateway, bracket: Bracket, *, policy: str = "protect") -> str:
