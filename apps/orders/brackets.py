@@ -380,11 +380,11 @@ def account_check(
     positions: list[Any] | None = None,
 ) -> AccountCheck:
     """Read the account for the pre-flight (the exchange, not our rows). ``orders`` (our open
-    orders) and ``positions`` (every currency's): as the caller just read them, else read
-    here."""
+    orders) and ``positions`` (the instrument's settlement currency's): as the caller just read
+    them, else read here."""
     from apps.orders.orphans import find_orphans
 
-    orphans = find_orphans(gateway, orders=orders, positions=positions)
+    orphans = find_orphans(gateway, orders=orders)
     if positions is None:
         spec = instrument_spec(gateway, instrument)
         positions = gateway.call("positions", spec.settlement_currency)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
 
 from apps.brokers.base import LABEL_PREFIX, BrokerError, bracket_id_of_label
 from apps.brokers.base import Order as BrokerOrder
@@ -26,14 +25,11 @@ FINISHED = (BracketState.CLOSED, BracketState.FAILED, BracketState.ROLLED_BACK)
 
 
 def find_orphans(
-    gateway: BrokerGateway,
-    *,
-    orders: list[BrokerOrder] | None = None,
-    positions: list[Any] | None = None,
+    gateway: BrokerGateway, *, orders: list[BrokerOrder] | None = None
 ) -> list[BrokerOrder]:
     """Our stops and targets whose bracket has no live entry or position. ``orders`` (our open
-    orders, ``open_orders(None, LABEL_PREFIX)``) and ``positions`` (``positions()``, every
-    currency): as the caller just read them, else read here."""
+    orders, ``open_orders(None, LABEL_PREFIX)``): as the caller just read them, else read
+    here. Positions (every currency) are read only when some of those orders are legs."""
     if orders is None:
         orders = gateway.call("open_orders", None, LABEL_PREFIX)
     orders = [o for o in orders if o.is_live]
@@ -46,9 +42,7 @@ def find_orphans(
             by_bracket[bracket_id].append(order)
     if not by_bracket:
         return []
-    if positions is None:
-        positions = gateway.call("positions")
-    held = {p.instrument for p in positions if p.size != 0}
+    held = {p.instrument for p in gateway.call("positions") if p.size != 0}
     finished = set(
         Bracket.objects.filter(bracket_id__in=by_bracket, state__in=FINISHED).values_list(
             "bracket_id", flat=True

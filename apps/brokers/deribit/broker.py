@@ -478,12 +478,13 @@ class DeribitBroker:
 
     async def positions(self, currency: str | None = None) -> list[Position]:
         currencies = (currency,) if currency else self.currencies
-        found: list[Position] = []
-        for one in currencies:
-            result = await self.client.call(
-                "private/get_positions", {"currency": one, "kind": "future"}
+        answers = await asyncio.gather(  # every currency at once: one round trip
+            *(
+                self.client.call("private/get_positions", {"currency": one, "kind": "future"})
+                for one in currencies
             )
-            found += [codec.position_from_deribit(raw) for raw in result or ()]
+        )
+        found = [codec.position_from_deribit(raw) for result in answers for raw in result or ()]
         return [p for p in found if p.size != 0]
 
     async def close_position(self, instrument: str) -> Order | None:

@@ -140,7 +140,7 @@ def entry_context_gather(
                 [
                     ("account_summary", (currency,)),
                     ("open_orders", (None, LABEL_PREFIX)),
-                    ("positions", ()),
+                    ("positions", (currency,)),
                 ]
             )
         )

@@ -90,6 +90,38 @@ class Driver:
             self.stop.set()
 
 
+def first_entry(engine) -> bool:
+    return any(t.label.endswith("-entry") for t in engine.trades())
+
+
+def run_driven(
+    gateway: BrokerGateway,
+    before_first_candle: Callable[[], None],
+    *,
+    until: Callable[[object], bool] = first_entry,
+    limit: int = 20,
+) -> str:
+    """A fresh run's loop, in this thread, on a market the driver steps until ``until`` (by
+    default: our first entry filled) or ``limit``; ``before_first_candle`` runs in the driver's
+    thread before its first step. Returns why the loop ended."""
+    from apps.strategies.runner.loop import run_loop_forever
+
+    run = make_run()
+    stop = threading.Event()
+    with Driver(
+        gateway,
+        stop,
+        until=until,
+        before_step=lambda step: before_first_candle() if step == 0 else None,
+        limit=limit,
+    ) as driver:
+        outcome = run_loop_forever(
+            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
+        )
+    assert driver.error is None
+    return outcome
+
+
 def positions(gateway: BrokerGateway) -> list:
     """Open positions, read from the engine (works after the loop closed the gateway)."""
     return [p for p in gateway.broker.engine.positions() if p.size != 0]

@@ -18,9 +18,9 @@ from apps.risk.services import risk_settings_update
 from apps.strategies.control import control_key, control_version
 from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.runner.lock import ControlChanged, RunnerLock
-from apps.strategies.runner.loop import Loop, run_loop_forever
+from apps.strategies.runner.loop import Loop
 from apps.strategies.services import run_pause, run_stop, run_transition
-from apps.strategies.tests.runner_kit import Driver, make_run, paper_gateway
+from apps.strategies.tests.runner_kit import make_run, paper_gateway, run_driven
 from tradebaas.redis import redis_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,23 +76,6 @@ def test_the_fire_refuses_when_the_version_moved_and_fires_nothing():
         lock.release()
 
 
-def _first_bracket(gateway, before_first_candle) -> str:
-    run = make_run()
-    stop = threading.Event()
-    with Driver(
-        gateway,
-        stop,
-        until=lambda engine: any(t.label.endswith("-entry") for t in engine.trades()),
-        before_step=lambda step: before_first_candle() if step == 0 else None,
-        limit=20,
-    ) as driver:
-        outcome = run_loop_forever(
-            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
-        )
-    assert driver.error is None
-    return outcome
-
-
 @pytest.fixture
 def ready(monkeypatch):
     """Set once the loop holds a gathered context and an armed intent (the fast path)."""
@@ -139,7 +122,7 @@ def test_the_close_reads_nothing_from_the_database_when_nothing_changed(ready, m
     monkeypatch.setattr(Loop, "_analyze", analyze_spy)
     monkeypatch.setattr(BrokerGateway, "place_bracket", place_spy)
     gateway = paper_gateway()
-    _first_bracket(gateway, lambda: ready.wait(10))
+    run_driven(gateway, lambda: ready.wait(10))
     assert sent == [[]], sent
     bracket = Bracket.objects.exclude(state=BracketState.ARMED).get()
     assert bracket.state == BracketState.OPEN
@@ -174,19 +157,7 @@ def test_a_stop_after_the_context_was_gathered_is_never_overtaken(ready, monkeyp
         run_stop()
         connection.close()  # this is the driver's thread
 
-    run = make_run()
-    stop = threading.Event()
-    with Driver(
-        gateway,
-        stop,
-        until=lambda engine: False,
-        before_step=lambda step: stop_when_ready() if step == 0 else None,
-        limit=3,
-    ) as driver:
-        outcome = run_loop_forever(
-            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
-        )
-    assert driver.error is None
+    outcome = run_driven(gateway, stop_when_ready, until=lambda engine: False, limit=3)
     assert refused, "the close never tried to fire"
     assert outcome == "stopped"
     assert not any(t.label.endswith("-entry") for t in gateway.broker.engine.trades())

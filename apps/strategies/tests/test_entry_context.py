@@ -15,7 +15,7 @@ from apps.orders.models import Bracket
 from apps.risk.services import risk_settings_update
 from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.runner.loop import Loop, run_loop_forever
-from apps.strategies.tests.runner_kit import Driver, make_run, paper_gateway
+from apps.strategies.tests.runner_kit import Driver, make_run, paper_gateway, run_driven
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,28 +42,6 @@ def gathered(monkeypatch):
     return event
 
 
-def run_until_first_bracket(gateway, before_first_candle) -> str:
-    run = make_run()
-    stop = threading.Event()
-
-    def before_step(step: int) -> None:
-        if step == 0:
-            before_first_candle()
-
-    with Driver(
-        gateway,
-        stop,
-        until=lambda engine: any(t.label.endswith("-entry") for t in engine.trades()),
-        before_step=before_step,
-        limit=20,
-    ) as driver:
-        outcome = run_loop_forever(
-            run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=30
-        )
-    assert driver.error is None
-    return outcome
-
-
 def test_settings_changed_after_the_context_was_gathered_size_the_trade(gathered):
     risk_settings_update(mode="percent", value=Decimal("1"))
     gateway = paper_gateway()
@@ -72,7 +50,7 @@ def test_settings_changed_after_the_context_was_gathered_size_the_trade(gathered
         assert gathered.wait(10), "the loop never gathered a context"
         risk_settings_update(mode="fixed", value=Decimal("50"))
 
-    run_until_first_bracket(gateway, change_settings)
+    run_driven(gateway, change_settings)
     bracket = Bracket.objects.get()
     assert bracket.risk_settings["mode"] == "fixed"
     assert bracket.risk_settings["value"] == "50"
@@ -99,7 +77,7 @@ def test_an_order_that_appears_after_the_context_was_gathered_blocks_the_entry(g
         )
         gateway.run(gateway.broker.place_order(request))
 
-    outcome = run_until_first_bracket(gateway, orphan_appears)
+    outcome = run_driven(gateway, orphan_appears)
     assert outcome == "paused"
     run = StrategyRun.objects.get()
     assert run.state == RunState.PAUSED
