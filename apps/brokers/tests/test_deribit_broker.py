@@ -412,3 +412,24 @@ async def test_a_partly_filled_entry_is_protected_pro_rata(broker, sim):
     assert stop.state is OrderState.UNTRIGGERED and take.state is OrderState.UNTRIGGERED
     (position,) = await broker.positions("BTC")
     assert position.size == Decimal("30")
+
+
+async def test_positions_of_every_currency_come_in_one_call(sim, broker):
+    """``positions()`` with no currency asks for each configured currency (at once) and returns
+    the open ones of all of them; with a currency, only that currency's."""
+    sim.set_price("BTC_USDC-PERPETUAL", PRICE)
+    await broker.place_order(
+        OrderRequest(instrument=BTC, side=Side.BUY, amount=Decimal("100"), order_type="market")
+    )
+    await broker.place_order(
+        OrderRequest(
+            instrument="BTC_USDC-PERPETUAL",
+            side=Side.SELL,
+            amount=Decimal("0.01"),
+            order_type="market",
+        )
+    )
+    every = {p.instrument: p.size for p in await broker.positions()}
+    assert every == {BTC: Decimal("100"), "BTC_USDC-PERPETUAL": Decimal("-0.01")}
+    assert [p.instrument for p in await broker.positions("USDC")] == ["BTC_USDC-PERPETUAL"]
+    assert await broker.positions("ETH") == []
