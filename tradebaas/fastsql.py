@@ -133,7 +133,7 @@ def _execute_prepared(sql: str, params: list[Any]) -> list[tuple]:
 def apply_guarded(guard: GuardedUpdate, rows: list[models.Model]) -> bool:
     """If ``guard`` matches its row: apply it and INSERT ``rows`` (one transaction). False,
     having written nothing, when it matches no row."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # within a caller's: no savepoint round trips
         matched = guard.model._base_manager.filter(**guard.where).update(**guard.set)
         if matched == 0:
             return False

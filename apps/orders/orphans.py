@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from apps.brokers.base import LABEL_PREFIX, BrokerError, bracket_id_of_label
 from apps.brokers.base import Order as BrokerOrder
@@ -102,10 +103,20 @@ def orphans_cancel(
     return {"cancelled": cancelled, "failed": failed}
 
 
-def orphan_sweep_once(gateway: BrokerGateway, *, run_id: int | None = None) -> dict[str, list[str]]:
-    """Find and cancel orphans; the event says what was done (also when nothing was found)."""
-    orphans = find_orphans(gateway)
+def orphan_sweep_once(
+    gateway: BrokerGateway,
+    *,
+    run_id: int | None = None,
+    orders: list[BrokerOrder] | None = None,
+    guard: Callable[[], None] | None = None,
+) -> dict[str, list[str]]:
+    """Find and cancel orphans; the event says what was done (also when nothing was found).
+    ``orders``: our open orders as the caller just read them (see ``find_orphans``).
+    ``guard``: called before anything is cancelled (the runner's lock check)."""
+    orphans = find_orphans(gateway, orders=orders)
     if not orphans:
         return {"cancelled": [], "failed": []}
     metrics.ORPHANS.labels(action="found").inc(len(orphans))
+    if guard is not None:
+        guard()
     return orphans_cancel(gateway, orphans, run_id=run_id)

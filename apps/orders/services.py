@@ -40,33 +40,84 @@ class BracketCheck:
     stop_live: bool
     exit_reason: str = ""
     vanished: bool = False  # none of its orders exists on the exchange (a fresh paper engine)
+    # read with the legs when the position was flat (``bracket_read``): the bracket's fills
+    # (None: not read, or the read failed) and the answers of the caller's ``when_flat`` reads
+    fills: list[Fill] | None = None
+    also: tuple[Any, ...] = ()
+    changed: tuple[tuple[Order, Any], ...] = ()  # legs whose rows differ from the exchange
 
 
 def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
-    """Refresh the legs' rows from the exchange and say whether the position is gone.
+    """Refresh the legs' rows from the exchange and say whether the position is gone."""
+    check = bracket_read(gateway, bracket)
+    bracket_check_write(check)
+    return check
+
+
+def bracket_check_write(check: BracketCheck) -> None:
+    """Write the legs' rows that ``bracket_read`` found changed (one transaction, or the
+    caller's)."""
+    if check.changed:
+        with transaction.atomic(savepoint=False):  # within a caller's: no savepoint
+            for row, order in check.changed:
+                order_row_update(row, order)
+
+
+def bracket_read(
+    gateway: BrokerGateway,
+    bracket: Bracket,
+    *,
+    when_flat: list[tuple[str, tuple[Any, ...]]] | tuple = (),
+    together: bool = False,
+) -> BracketCheck:
+    """Read the bracket on the exchange: whether the position is gone, its legs' states (rows
+    to write in ``changed``). Writes nothing.
 
     The position is read BEFORE the orders: a leg that fills between the two reads is then
     seen filled (the position read earlier still showed it open, or showed it flat because it
     had filled). Read the other way round, a stop filling in between looked like a position
     closed by something else ("closed"), and the cooldown, which counts stop-outs, missed it.
     ``trade_record`` takes the reason from the fills in any case.
+
+    When the position is flat, the bracket's fills (for ``trade_record``) and the caller's
+    ``when_flat`` reads go out with the legs' states: one round trip after the position's.
+
+    ``together`` (a decision may follow at once): the position, the legs and the rest go out
+    in ONE round trip, the position first. The simulator answers a connection's
+    requests in order; Deribit does not promise it, so the answer is kept only when it cannot
+    come from a reply out of order: the position still open, or flat with the stop or the
+    target filled. Flat with no exit leg filled (what legs read before their fill would show)
+    is read again in order.
     """
     spec = instrument_spec(gateway, bracket.instrument)
-    size = sum(
-        (
-            p.size
-            for p in gateway.call("positions", spec.settlement_currency)
-            if p.instrument == bracket.instrument
-        ),
-        Decimal("0"),
-    )
-    states: dict[str, Any] = {}
     rows = list(bracket.orders.exclude(exchange_id=""))
-    known, missing = len(rows), 0
+    position = ("positions", (spec.settlement_currency,))
+    legs = [("order_state", (row.exchange_id,)) for row in rows]
+    flat_reads = [("fills", _fills_args(bracket)), *when_flat]
+    if together:
+        positions, *answers = gateway.call_all([position, *legs, *flat_reads])
+        check = _checked(bracket, rows, _size(bracket, positions), answers)
+        if check.position_size != 0 or check.exit_reason in ("stop_loss", "take_profit"):
+            return check
+    size = _size(bracket, gateway.call("positions", spec.settlement_currency))
     # the legs' states in one round trip (after the position: see above)
-    answers = gateway.call_all([("order_state", (row.exchange_id,)) for row in rows])
+    answers = gateway.call_all(legs + (flat_reads if size == 0 else []))
+    return _checked(bracket, rows, size, answers)
+
+
+def _size(bracket: Bracket, positions: Any) -> Decimal:
+    if isinstance(positions, BaseException):
+        raise positions
+    return sum((p.size for p in positions if p.instrument == bracket.instrument), Decimal("0"))
+
+
+def _checked(bracket: Bracket, rows: list[Order], size: Decimal, answers: list) -> BracketCheck:
+    """``bracket_read``'s answer from the position's ``size`` and ``answers``: the legs'
+    states (one per row), then, when read, the fills and the caller's reads."""
+    states: dict[str, Any] = {}
+    known, missing = len(rows), 0
     changed = []
-    for row, order in zip(rows, answers, strict=True):
+    for row, order in zip(rows, answers, strict=False):
         if isinstance(order, NotFound):
             missing += 1
             continue
@@ -75,10 +126,10 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
         states[row.role] = order
         if row.status != order.state or row.filled_amount != order.filled_amount:
             changed.append((row, order))
-    if changed:
-        with transaction.atomic():  # one commit for the legs that changed
-            for row, order in changed:
-                order_row_update(row, order)
+    flat = size == 0
+    fills = None
+    if flat and len(answers) > len(rows) and not isinstance(answers[len(rows)], BaseException):
+        fills = _ours(bracket, answers[len(rows)], {row.exchange_id for row in rows})
     stop_live = any(
         o.is_live for role, o in states.items() if role in (OrderRole.STOP_LOSS, OrderRole.CLOSE)
     )
@@ -93,7 +144,7 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
         leg = states.get(role)
         if leg is not None and leg.state is OrderState.FILLED:
             exit_reason = reason
-    closed = entered and size == 0 and (entry.state is not OrderState.OPEN)
+    closed = entered and flat and (entry.state is not OrderState.OPEN)
     if closed and not exit_reason:
         exit_reason = "closed"
     return BracketCheck(
@@ -102,6 +153,9 @@ def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
         stop_live=stop_live,
         exit_reason=exit_reason,
         vanished=known > 0 and missing == known,
+        fills=fills,
+        also=tuple(answers[len(rows) + 1 :]) if flat else (),
+        changed=tuple(changed),
     )
 
 
@@ -115,17 +169,26 @@ def exit_reason_of(bracket: Bracket, exits: list[Fill]) -> str:
     return {stop_label: "stop_loss", tp_label: "take_profit"}.get(last, "")
 
 
-def _fills_of(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
+def _fills_args(bracket: Bracket) -> tuple[Any, ...]:
+    """``fills`` from a minute before the bracket opened."""
+    return (bracket.instrument, max(0, (bracket.opened_ms or 0) - 60_000))
+
+
+def _ours(bracket: Bracket, fills: list[Fill], ids: set[str]) -> list[Fill]:
+    """Ours by label or id; plus unlabelled fills (a position closed by hand on the exchange):
+    only one bracket holds the instrument at a time, so they belong to this one."""
     prefix = f"tb-{bracket.bracket_id}-"
-    since = (bracket.opened_ms or 0) - 60_000
-    ids = set(bracket.orders.exclude(exchange_id="").values_list("exchange_id", flat=True))
-    # Ours by label or id; plus unlabelled fills (a position closed by hand on the exchange):
-    # only one bracket holds the instrument at a time, so they belong to this one.
     return [
         f
-        for f in gateway.call("fills", bracket.instrument, max(0, since))
+        for f in fills
         if f.label.startswith(prefix) or f.order_id in ids or not f.label.startswith("tb-")
     ]
+
+
+def bracket_fills(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
+    """The fills of ``bracket`` on the exchange (see ``_ours``)."""
+    ids = set(bracket.orders.exclude(exchange_id="").values_list("exchange_id", flat=True))
+    return _ours(bracket, gateway.call("fills", *_fills_args(bracket)), ids)
 
 
 def _avg(fills: list[Fill], *, inverse: bool) -> Decimal:
@@ -175,6 +238,7 @@ def trade_record(
     exit_reason: str,
     recorded_by: str = "loop",
     events: list[Callable[[], Any]] | None = None,
+    fills: list[Fill] | None = None,
 ) -> Trade | None:
     """Record the closed trade of ``bracket`` from the broker's fills and fees; idempotent.
 
@@ -182,18 +246,24 @@ def trade_record(
     stop: "stop_loss", the target: "take_profit"); ``exit_reason`` is used otherwise (a manual
     close, a position closed by hand on the exchange). None when the fills do not (yet) show a
     complete round trip. ``events``: the trade's event (history line, alert) is queued there
-    for the caller to send, instead of being recorded with the row.
+    for the caller to send, instead of being recorded with the row. ``fills``: the bracket's
+    fills as the caller read them once its position was flat (``bracket_read``), else read here.
     """
     existing = Trade.objects.filter(bracket=bracket).first()
     if existing:
         return existing
     spec = instrument_spec(gateway, bracket.instrument)
-    fills = _fills_of(gateway, bracket)
+    if fills is None:
+        fills = bracket_fills(gateway, bracket)
     side = Side(bracket.side)
     entries = [f for f in fills if f.direction is side and f.label.startswith("tb-")]
     entered = sum((f.amount for f in entries), Decimal("0"))
-    adopted = bracket.orders.filter(role=OrderRole.ENTRY, order_type="adopted").first()
-    if adopted is not None and not entries:
+    adopted = (
+        None
+        if entries
+        else bracket.orders.filter(role=OrderRole.ENTRY, order_type="adopted").first()
+    )
+    if adopted is not None:
         # a position we adopted: its entry happened before us; the position's average price
         # (read when adopted) stands in for the entry fills we never saw
         entries = [

@@ -158,8 +158,9 @@ class RunPath:
 def run_path(*, run_id: int, start: RunState, steps: list[Step], fence: int) -> RunPath:
     """``run_transition`` for the loop's entry (ANALYZING → SIGNAL_DETECTED →
     ENTERING_POSITION), written with the bracket's intent in one statement
-    (``apps.orders.brackets.bracket_place``): ONE conditional UPDATE from ``start`` to the
-    last state and the transition rows. Each move must be one ``run_transition`` allows."""
+    (``apps.orders.brackets.bracket_place``), and for its close (POSITION_OPEN → CLOSING →
+    ANALYZING, written with the trade): ONE conditional UPDATE from ``start`` to the last
+    state and the transition rows. Each move must be one ``run_transition`` allows."""
     state = start
     rows: list[RunTransition] = []
     announcements: list[dict[str, Any]] = []

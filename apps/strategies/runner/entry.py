@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection
 from django.utils import timezone
@@ -70,6 +71,26 @@ class EntryContext:
     def young(self) -> bool:
         """Not older than ``MAX_AGE_S``."""
         return time.monotonic() - self.built_at <= MAX_AGE_S
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """The parts of an entry context that do not move with the account: the control version
+    and, read after it, the risk settings (their row, and as a model). Read while a position is
+    open, they serve the context built at its close: a settings change made since moved the
+    control version, which the fire checks (a context without an armed intent compares the
+    settings row at the close instead)."""
+
+    control: int
+    row: tuple | None
+    settings: RiskSettings
+    read_at: float  # time.monotonic()
+
+
+def standing_read() -> Standing:
+    control = control_version()  # first: it covers what is read after it
+    row = risk_settings_values()
+    return Standing(control, row, risk_settings_current(), time.monotonic())
 
 
 def close_read(run_id: int) -> tuple[tuple | None, tuple | None]:
@@ -114,6 +135,68 @@ def _each(answers: list) -> list:
     return answers
 
 
+def _history(
+    instrument: str, broker: str, account_id: int | None
+) -> tuple[tuple[RiskTrade, ...], int]:
+    """The protections' inputs: the instrument's trades closed in the last ``TRADES_LOOKBACK``
+    and the number of our live brackets (this broker and account). On PostgreSQL in ONE query
+    of SQL built once (no model instances: a busy day holds hundreds of trades)."""
+    since = timezone.now() - TRADES_LOOKBACK
+    live = [str(state) for state in LIVE_BRACKET_STATES]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _history_sql(account_id is None),
+                [since, instrument, broker, *([] if account_id is None else [account_id]), live],
+            )
+            rows = cursor.fetchall()
+        count = rows.pop()[3]  # the last row: the brackets' count
+    else:
+        rows = Trade.objects.filter(closed_at__gte=since, instrument=instrument).values_list(
+            "closed_at", "pnl", "exit_reason"
+        )
+        count = Bracket.objects.filter(
+            broker=broker, broker_account_id=account_id, state__in=live
+        ).count()
+    trades = tuple(
+        RiskTrade(closed_at=closed_at, pnl=pnl, stopped_out=reason == "stop_loss")
+        for closed_at, pnl, reason, *_ in rows
+    )
+    return trades, count
+
+
+@functools.cache
+def _history_sql(no_account: bool) -> str:
+    quote = connection.ops.quote_name
+    trade, bracket = Trade._meta, Bracket._meta
+
+    def col(opts, name: str) -> str:
+        return quote(opts.get_field(name).column)
+
+    account = col(bracket, "broker_account_id")
+    account_match = f"{account} IS NULL" if no_account else f"{account} = %s"
+    closed_at = col(trade, "closed_at")
+    # the trades newest first (the model's order), then one row with the brackets' count
+    return (
+        f"SELECT {closed_at}, {col(trade, 'pnl')}, {col(trade, 'exit_reason')}, "  # noqa: S608
+        f"NULL::bigint, 0, {quote(trade.pk.column)} FROM {quote(trade.db_table)} "
+        f"WHERE {closed_at} >= %s AND {col(trade, 'instrument')} = %s "
+        f"UNION ALL SELECT NULL, NULL, NULL, COUNT(*), 1, NULL FROM {quote(bracket.db_table)} "
+        f"WHERE {col(bracket, 'broker')} = %s AND {account_match} "
+        f"AND {col(bracket, 'state')} = ANY(%s) ORDER BY 5, 1 DESC, 6 DESC"
+    )
+
+
+def account_reads(currency: str) -> list[tuple[str, tuple[Any, ...]]]:
+    """The account's reads of an entry context, for ``call_all``: the equity (summary), our
+    open orders and the positions in ``currency`` (the pre-flight)."""
+    return [
+        ("account_summary", (currency,)),
+        ("open_orders", (None, LABEL_PREFIX)),
+        ("positions", (currency,)),
+    ]
+
+
 def entry_context_gather(
     gateway: BrokerGateway,
     *,
@@ -121,42 +204,34 @@ def entry_context_gather(
     account_id: int | None,
     settings_row: tuple | object | None = _READ_NOW,
     control: int | None = None,
+    account: tuple[Any, list, list] | None = None,
+    standing: Standing | None = None,
 ) -> EntryContext:
     """Read everything but the signal now (broker and database). ``settings_row``: the
     settings row as the caller just read it (``risk_settings_values``), else read here.
-    ``control``: the control version the caller read before that row, else read here first."""
-    if settings_row is _READ_NOW:
-        if control is None:
-            control = control_version()
-        settings_row = risk_settings_values()
-    settings = risk_settings_current()
+    ``control``: the control version the caller read before that row, else read here first.
+    ``account``: the account's reads (``account_reads``: summary, our open orders, positions)
+    as the caller just made them, for a broker that pushes every account change; else read
+    here. ``standing``: the control version and the settings as read earlier (``standing_read``)
+    instead of the three."""
+    if standing is not None:
+        control, settings_row, settings = standing.control, standing.row, standing.settings
+    else:
+        if settings_row is _READ_NOW:
+            if control is None:
+                control = control_version()
+            settings_row = risk_settings_values()
+        settings = risk_settings_current()
     spec = instrument_spec(gateway, instrument)
     currency = spec.settlement_currency
     check = None
     if gateway.pushes_account_changes(currency):
         # the equity and the pre-flight's reads go out together: one round trip
-        summary, orders, positions = _each(
-            gateway.call_all(
-                [
-                    ("account_summary", (currency,)),
-                    ("open_orders", (None, LABEL_PREFIX)),
-                    ("positions", (currency,)),
-                ]
-            )
-        )
+        summary, orders, positions = account or _each(gateway.call_all(account_reads(currency)))
         check = account_check(gateway, instrument, orders=orders, positions=positions)
     else:
         summary = gateway.call("account_summary", currency)
-    since = timezone.now() - TRADES_LOOKBACK
-    trades = tuple(
-        RiskTrade(closed_at=t.closed_at, pnl=t.pnl, stopped_out=t.exit_reason == "stop_loss")
-        for t in Trade.objects.filter(closed_at__gte=since, instrument=instrument).only(
-            "closed_at", "pnl", "exit_reason"
-        )
-    )
-    open_brackets = Bracket.objects.filter(
-        broker=gateway.broker_id, broker_account_id=account_id, state__in=LIVE_BRACKET_STATES
-    ).count()
+    trades, open_brackets = _history(instrument, gateway.broker_id, account_id)
     return EntryContext(
         spec=spec,
         settings=settings,

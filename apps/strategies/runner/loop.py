@@ -34,11 +34,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from apps.brokers.base import (
+    LABEL_PREFIX,
     BrokerError,
     Candle,
     ConnectionLost,
@@ -62,13 +63,20 @@ from apps.orders.brackets import (
     IntentRefused,
     OrphansDetected,
     bracket_place,
+    instrument_spec,
 )
 from apps.orders.gateway import BrokerGateway, StreamItem
 from apps.orders.manual import drain_commands, manual_commands_waiting
 from apps.orders.models import Bracket, BracketState, Trade
 from apps.orders.orphans import orphan_sweep_once
 from apps.orders.reconcile import reconcile
-from apps.orders.services import bracket_check, bracket_protect, trade_record
+from apps.orders.services import (
+    bracket_check_write,
+    bracket_fills,
+    bracket_protect,
+    bracket_read,
+    trade_record,
+)
 from apps.risk.services import sizing_log
 from apps.risk.sizing import SizingRefused
 from apps.strategies.control import control_version
@@ -77,8 +85,11 @@ from apps.strategies.runner.config import runner_setting
 from apps.strategies.runner.entry import (
     MAX_AGE_S,
     EntryContext,
+    Standing,
+    account_reads,
     close_read,
     entry_context_gather,
+    standing_read,
 )
 from apps.strategies.runner.lock import ControlChanged, LockLost, RunnerLock
 from apps.strategies.runner.supervisor import LAUNCH_KEY
@@ -90,6 +101,7 @@ from apps.strategies.services import (
     run_path_written,
     run_transition,
 )
+from tradebaas.fastsql import apply_guarded
 from tradebaas.redis import redis_client, rkey
 
 log = logging.getLogger("tradebaas.runner")
@@ -102,6 +114,7 @@ ORPHAN_SWEEP_SECONDS = 60.0
 BURST_LIMIT = 50  # events handled in one pass before the position is followed
 OFFLINE_LIMIT_SECONDS = 120.0  # auto-reconnect that takes longer than this pauses the run
 SWITCH_INTERVAL_S = 0.0005
+OUR_ORDERS = ("open_orders", (None, LABEL_PREFIX))  # our open orders (labelled), any instrument
 ARM_RETRY_S = 5.0  # after arming failed (Redis or the database hiccuped)
 PREPARE_REFRESH_S = MAX_AGE_S * 0.8  # a waiting loop gathers its entry context again this often
 
@@ -313,6 +326,7 @@ class Loop:
         self.wait = float(runner_setting("RUNNER_CANDLE_WAIT_S"))
         self.poll = float(runner_setting("RUNNER_POSITION_POLL_S"))
         self.next_position_check = 0.0
+        self.close_hinted = False  # an event said the open bracket may have closed
         self.next_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
         self.next_heartbeat = 0.0
         self.trade_misses = 0
@@ -320,6 +334,7 @@ class Loop:
         self.offline_since = 0.0
         self.tail = _LogTail()
         self.ready: EntryContext | None = None  # the next decision's context (entry.py)
+        self.standing: Standing | None = None  # its settings, read while a position is open
         self.armed: ArmedIntent | None = None  # the next bracket's intent, written ahead
         self.next_arm = 0.0
         # the events of a trade that closed on this candle, sent once the next entry is out
@@ -333,6 +348,7 @@ class Loop:
         try:
             return self._run()
         finally:
+            self._send_after_close()
             logging.getLogger().removeHandler(self.tail)
             self._disarm()
             if self.gateway is not None:
@@ -455,6 +471,12 @@ class Loop:
             self.ready = None
         elif not self.gateway.has_waiting():  # nothing to handle first: gather for the close
             self._prepare()
+        if self.bracket is None or self.offline:
+            self.standing = None
+        elif not self.gateway.has_waiting():  # in a position: the next context's settings
+            standing = self.standing
+            if standing is None or time.monotonic() - standing.read_at > PREPARE_REFRESH_S:
+                self.standing = standing_read()
         if (
             self.armed is None
             and not self.offline
@@ -462,6 +484,8 @@ class Loop:
             and not self.gateway.has_waiting()
         ):
             self._arm()
+        if self.after_close and not self.gateway.has_waiting():
+            self._send_after_close()  # a closed trade's events, with no candle waiting
 
     def _arm(self) -> None:
         """Keep the next bracket's intent written (apps/orders/armed.py), also while a position
@@ -551,6 +575,7 @@ class Loop:
                 and _may_close(self.bracket, item.payload.payload)
             ):
                 self.next_position_check = 0.0
+                self.close_hinted = True
             return
         candle: Candle = item.payload
         if self.window and candle.open_time_ms <= self.window[-1].open_time_ms:
@@ -560,7 +585,7 @@ class Loop:
             if self.offline:
                 return
             if self.bracket is not None:
-                self._follow_position(defer=True)
+                self._follow_position(together=True)  # the next decision may follow at once
             # a bracket that closed during this candle: its close is the next decision (as in
             # the backtest, which analyses the close of the candle in which the trade closed)
             if self.bracket is None and self.state is RunState.ANALYZING:
@@ -571,7 +596,7 @@ class Loop:
             chart.record_candles(self.run_row.instrument, [candle])
 
     def _send_after_close(self) -> None:
-        """The events of a trade that closed on this candle (its rows are written)."""
+        """The events of a closed trade (its rows are written): the run's moves, the trade."""
         while self.after_close:
             send = self.after_close.pop(0)
             try:
@@ -879,14 +904,24 @@ class Loop:
             return self._gather(row, control=control)
         return dataclasses.replace(ctx, control=control)
 
-    def _gather(self, *settings_row: tuple | None, control: int | None = None) -> EntryContext:
+    def _gather(
+        self,
+        *settings_row: tuple | None,
+        control: int | None = None,
+        account: tuple[Any, list, list] | None = None,
+        standing: Standing | None = None,
+    ) -> EntryContext:
         """Everything read now; ``settings_row``: the settings row just read, if it was (and
-        ``control``, the control version read before it)."""
+        ``control``, the control version read before it); ``account``: the account's reads
+        just made (``account_reads``); ``standing``: the control version and the settings read
+        earlier (``standing_read``)."""
         return entry_context_gather(
             self.gateway,
             instrument=self.run_row.instrument,
             account_id=self.run_row.broker_account_id,
             control=control,
+            account=account,
+            standing=standing,
             **({"settings_row": settings_row[0]} if settings_row else {}),
         )
 
@@ -974,21 +1009,55 @@ class Loop:
 
     # --- following the position ----------------------------------------------------------------
 
-    def _follow_position(self, *, defer: bool = False) -> None:
-        """Check the open bracket; record its trade if it closed. ``defer``: on a candle close,
-        the events (the run's moves, the closed trade) are sent after that candle's decision
-        (``after_close``); the rows are written now, before it."""
+    def _follow_position(self, *, together: bool = False) -> None:
+        """Check the open bracket; record its trade if it closed.
+
+        A close is written in ONE transaction: the legs' rows, the run's move to CLOSING, the
+        trade from the broker's fills, the bracket closed and the move back to ANALYZING. Its
+        events (the moves, the closed trade) wait in ``after_close``: they are sent once no
+        candle waits, or right after the next candle's decision, so a candle that comes with
+        the close (a stop or target filled on its open) is decided first.
+
+        The reads a close needs go out with the legs' states, once the position reads flat
+        (one round trip; with the position's too, ``together``, on a candle or when the
+        broker's stream said a leg filled: see ``bracket_read``): the bracket's fills, our open orders (the orphan sweep) and,
+        for a broker that pushes every account change, the next entry's equity and positions.
+        From them the next entry's context is built once the rows are written (with the
+        settings read while the position was open, ``standing``), so a decision on the candle
+        of the close reads only the database."""
         self.next_position_check = time.monotonic() + self.poll
         bracket = self.bracket
-        check = bracket_check(self.gateway, bracket)
+        ahead = self._account_ahead()
+        calls = ahead or [OUR_ORDERS]
+        together, self.close_hinted = together or self.close_hinted, False
+        check = bracket_read(self.gateway, bracket, when_flat=calls, together=together)
         if not check.closed:
+            bracket_check_write(check)
             if check.position_size != 0 and not check.stop_live:
                 self.lock.check()
                 bracket_protect(self.gateway, bracket, policy=self.policy)
             return
-        later = self.after_close if defer else None
-        self._moved(RunState.CLOSING, check.exit_reason, later, bracket=bracket.bracket_id)
-        trade = trade_record(self.gateway, bracket, exit_reason=check.exit_reason, events=later)
+        fills = check.fills if check.fills is not None else bracket_fills(self.gateway, bracket)
+        closed: list[Callable[[], Any]] = []  # the trade's event
+        with transaction.atomic():  # no request to the broker from here to the commit
+            bracket_check_write(check)
+            trade = trade_record(
+                self.gateway, bracket, exit_reason=check.exit_reason, events=closed, fills=fills
+            )
+            path = self._close_path(check.exit_reason, bracket.bracket_id, traded=trade is not None)
+            # the trade is recorded even if the run was stopped or taken over meanwhile
+            moved = path is None or apply_guarded(path.guard, path.rows)
+        moves = path.announcements if path is not None and moved else []
+        if moves:
+            self.state = path.final
+            run_path_written(path)
+        # in history's order: the move to CLOSING, the trade, the move back to ANALYZING
+        closing = sum(1 for move in moves if move["to"] == RunState.CLOSING)
+        self.after_close.append(functools.partial(run_announce, moves[:closing]))
+        self.after_close += closed
+        self.after_close.append(functools.partial(run_announce, moves[closing:]))
+        if not moved:
+            raise LoopExit(self._why_refused())
         if trade is None:
             self.trade_misses += 1
             if self.trade_misses > 5:
@@ -997,22 +1066,39 @@ class Loop:
                 )
             return
         self.trade_misses = 0
-        self.lock.check()
-        orphan_sweep_once(self.gateway, run_id=self.run_id)  # a leg the exchange left behind
-        self._strategy_trade_closed(trade)
         self.bracket = None
-        self._moved(RunState.ANALYZING, "trade_closed", later, bracket=bracket.bracket_id)
+        self._strategy_trade_closed(trade)
+        read = not any(isinstance(answer, BaseException) for answer in check.also)
+        orders = check.also[calls.index(OUR_ORDERS)] if read else None
+        swept = orphan_sweep_once(  # a leg the exchange left behind
+            self.gateway, run_id=self.run_id, orders=orders, guard=self.lock.check
+        )
+        if ahead and read and not (swept["cancelled"] or swept["failed"]):
+            summary, orders, positions = check.also
+            standing, self.standing = self.standing, None
+            self.ready = self._gather(account=(summary, orders, positions), standing=standing)
 
-    def _moved(
-        self, to: RunState, reason: str, later: list[Callable[[], None]] | None, **context: Any
-    ) -> None:
-        """``_move``; with ``later``, its event is queued there instead of sent."""
-        if later is None:
-            self._move(to, reason, **context)
-            return
-        pending: list[dict[str, Any]] = []
-        self._move(to, reason, "", pending, **context)
-        later.append(functools.partial(run_announce, pending))
+    def _account_ahead(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """The next entry's account reads (``account_reads``), to go out with a close's, for a
+        broker that pushes every account change (what was read stays true until an event);
+        none for the others, whose account is read at the close."""
+        currency = instrument_spec(self.gateway, self.run_row.instrument).settlement_currency
+        if not self.gateway.pushes_account_changes(currency):
+            return []
+        return account_reads(currency)
+
+    def _close_path(self, reason: str, bracket_id: str, *, traded: bool) -> Any:
+        """The run's moves at a close (``run_path``): to CLOSING (unless there already) and,
+        once the trade is recorded, back to ANALYZING. None: no move to make."""
+        context = {"bracket": bracket_id}
+        steps = []
+        if self.state is not RunState.CLOSING:
+            steps.append(Step(RunState.CLOSING, reason, "", context))
+        if traded:
+            steps.append(Step(RunState.ANALYZING, "trade_closed", "", context))
+        if not steps:
+            return None
+        return run_path(run_id=self.run_id, start=self.state, steps=steps, fence=self.fence)
 
     def _strategy_trade_closed(self, trade: Trade) -> None:
         from apps.strategies.base import ClosedTrade
