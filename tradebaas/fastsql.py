@@ -7,7 +7,10 @@ round trips. Here:
 
 - ``insert_rows`` inserts instances of one model in one statement;
 - ``write_guarded`` makes a conditional UPDATE and the inserts that go with it. On PostgreSQL this
-  is ONE prepared statement (data-modifying CTEs); elsewhere the same writes in one transaction.
+  is ONE prepared statement (data-modifying CTEs); elsewhere the same writes in one transaction;
+- ``write_all`` makes UPDATEs of saved instances, INSERTs and, optionally, a conditional UPDATE
+  with its inserts, all in ONE statement on PostgreSQL (the runner's close: the legs, the trade,
+  the bracket closed, the run's moves).
 
 Each value is prepared by its field exactly as the ORM does (``pre_save`` fills ``auto_now``,
 then ``get_db_prep_save``). Only plain concrete fields and an auto primary key are supported
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 
 
 @cache
@@ -209,11 +212,7 @@ def _guarded_sql(
     def column(model: type[models.Model], name: str) -> str:
         return quote(model._meta.get_field(name).column)
 
-    def typed(field: models.Field) -> str:
-        # the base type without its modifier: ``::varchar(8)`` would silently cut a longer
-        # value and ``::numeric(20,8)`` round it; the column's own check must refuse instead
-        base = re.sub(r"\(.*\)", "", field.cast_db_type(connection)).strip()
-        return f"%s::{base}"
+    typed = _typed
 
     def values(fields: tuple, count: int) -> str:
         rows = (f"({n}, " + ", ".join(typed(f) for f in fields) + ")" for n in range(count))
@@ -261,3 +260,190 @@ def _guarded_sql(
     selects.append(f"SELECT 'c', {parent_pk}, {quote(c_opts.pk.column)} FROM c")
     sql = "WITH " + ", ".join(parts) + " " + " UNION ALL ".join(selects)
     return sql, row_fields, parent_fields, child_fields
+
+
+# --- several writes in one statement ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """UPDATE ``fields`` of a saved instance, by its primary key (its ``auto_now`` fields are
+    set to now too, as ``save(update_fields=...)`` does)."""
+
+    obj: models.Model
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """INSERT an unsaved instance; ``skip_conflict``: when a unique constraint already holds
+    such a row, nothing is inserted and its pk stays None."""
+
+    obj: models.Model
+    skip_conflict: bool = False
+
+
+def write_all(
+    updates: list[Update],
+    inserts: list[Insert],
+    guard: GuardedUpdate | None = None,
+    guarded: list[models.Model] | tuple = (),
+) -> bool:
+    """``updates`` and ``inserts``, and ``guard`` with the ``guarded`` rows (unsaved, of one
+    model) inserted only if it matches its row. On PostgreSQL ONE statement (atomic by
+    itself); elsewhere one transaction. Returns whether the guard held (True without one);
+    the inserted instances get their pks. No ``post_save`` signal is sent."""
+    updates = [Update(u.obj, _with_auto_now(type(u.obj), u.fields)) for u in updates]
+    if not (updates or inserts or guard is not None):
+        return True
+    if connection.vendor != "postgresql":
+        return _write_all_generic(updates, inserts, guard, list(guarded))
+    shape = (
+        tuple((type(u.obj), u.fields) for u in updates),
+        tuple((type(i.obj), i.skip_conflict) for i in inserts),
+        None if guard is None else (guard.model, tuple(guard.set), tuple(guard.where)),
+        type(guarded[0]) if guarded else None,
+        len(guarded),
+    )
+    sql, guarded_fields = _all_sql(*shape)
+    params: list[Any] = []
+    for update in updates:
+        opts = update.obj._meta
+        params += [
+            opts.get_field(name).get_db_prep_save(
+                opts.get_field(name).pre_save(update.obj, False), connection
+            )
+            for name in update.fields
+        ]
+        params.append(update.obj.pk)
+    for insert in inserts:
+        params += _values([insert.obj], _plain_fields(type(insert.obj)))
+    if guard is not None:
+        opts = guard.model._meta
+        params += [
+            opts.get_field(name).get_db_prep_save(value, connection)
+            for name, value in guard.set.items()
+        ]
+        params += [
+            opts.get_field(name).get_db_prep_save(value, connection)
+            for name, value in guard.where.items()
+        ]
+        params += _values(list(guarded), guarded_fields)
+    found = _execute_prepared(sql, params)  # (kind, index, pk)
+    held = guard is None
+    rows: list[Any] = []
+    for kind, index, pk in found:
+        if kind == "i":
+            _saved([inserts[index].obj], [pk])
+        elif kind == "g":
+            held = True
+        else:
+            rows.append(pk)
+    if held and guarded:
+        _saved(list(guarded), rows)
+    return held
+
+
+def _with_auto_now(model: type[models.Model], fields: tuple[str, ...]) -> tuple[str, ...]:
+    auto = tuple(
+        f.name
+        for f in model._meta.concrete_fields
+        if getattr(f, "auto_now", False) and f.name not in fields
+    )
+    return (*fields, *auto)
+
+
+def _write_all_generic(
+    updates: list[Update],
+    inserts: list[Insert],
+    guard: GuardedUpdate | None,
+    guarded: list[models.Model],
+) -> bool:
+    with transaction.atomic():
+        for update in updates:
+            values = {
+                name: update.obj._meta.get_field(name).pre_save(update.obj, False)
+                for name in update.fields
+            }
+            type(update.obj)._base_manager.filter(pk=update.obj.pk).update(**values)
+        for insert in inserts:
+            if not insert.skip_conflict:
+                insert_rows([insert.obj])
+                continue
+            try:
+                with transaction.atomic():
+                    insert_rows([insert.obj])
+            except IntegrityError:
+                insert.obj.pk = None
+        return guard is None or apply_guarded(guard, guarded)
+
+
+@cache
+def _all_sql(
+    updates: tuple[tuple[type[models.Model], tuple[str, ...]], ...],
+    inserts: tuple[tuple[type[models.Model], bool], ...],
+    guard: tuple[type[models.Model], tuple[str, ...], tuple[str, ...]] | None,
+    guarded_model: type[models.Model] | None,
+    guarded_count: int,
+) -> tuple[str, tuple]:
+    """The one PostgreSQL statement of ``write_all`` for this shape."""
+    quote = connection.ops.quote_name
+    parts: list[str] = []
+    selects: list[str] = []
+    for n, (model, names) in enumerate(updates):
+        opts = model._meta
+        sets = ", ".join(
+            f"{quote(opts.get_field(name).column)} = {_typed(opts.get_field(name))}"
+            for name in names
+        )
+        parts.append(
+            f"u{n} AS (UPDATE {quote(opts.db_table)} SET {sets} "
+            f"WHERE {quote(opts.pk.column)} = %s RETURNING 1)"
+        )
+    for n, (model, skip_conflict) in enumerate(inserts):
+        opts, fields = model._meta, _plain_fields(model)
+        conflict = " ON CONFLICT DO NOTHING" if skip_conflict else ""
+        parts.append(
+            f"i{n} AS (INSERT INTO {quote(opts.db_table)} "
+            f"({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(_typed(f) for f in fields)}){conflict} "
+            f"RETURNING {quote(opts.pk.column)} AS pk)"
+        )
+        selects.append(f"SELECT 'i', {n}, pk FROM i{n}")
+    guarded_fields: tuple = ()
+    if guard is not None:
+        model, set_names, where_names = guard
+        opts = model._meta
+        column = lambda name: quote(opts.get_field(name).column)  # noqa: E731
+        sets = ", ".join(f"{column(n)} = %s" for n in set_names)
+        wheres = " AND ".join(f"{column(n)} = %s" for n in where_names)
+        parts.append(f"g AS (UPDATE {quote(opts.db_table)} SET {sets} WHERE {wheres} RETURNING 1)")
+        selects.append("SELECT 'g', 0, NULL::bigint FROM g")
+        if guarded_model is not None and guarded_count:
+            guarded_fields = _plain_fields(guarded_model)
+            r_opts = guarded_model._meta
+            aliases = ", ".join(f"v{i}" for i in range(len(guarded_fields)))
+            rows = ", ".join(
+                f"({n}, " + ", ".join(_typed(f) for f in guarded_fields) + ")"
+                for n in range(guarded_count)
+            )
+            parts.append(
+                f"r AS (INSERT INTO {quote(r_opts.db_table)} "
+                f"({', '.join(quote(f.column) for f in guarded_fields)}) "
+                f"SELECT {aliases} FROM (VALUES {rows}) AS v(n, {aliases}) "
+                f"WHERE EXISTS (SELECT 1 FROM g) ORDER BY n "
+                f"RETURNING {quote(r_opts.pk.column)} AS pk)"
+            )
+            selects.append("SELECT 'r', 0, pk FROM r")
+    if not selects:
+        selects.append("SELECT 'none', 0, NULL::bigint WHERE false")
+    sql = "WITH " + ", ".join(parts) + " " + " UNION ALL ".join(selects)
+    return sql, guarded_fields
+
+
+def _typed(field: models.Field) -> str:
+    """A bound parameter cast to its column's type without the modifier: ``::varchar(8)``
+    would silently cut a longer value and ``::numeric(20,8)`` round it; the column's own check
+    must refuse instead."""
+    base = re.sub(r"\(.*\)", "", field.cast_db_type(connection)).strip()
+    return f"%s::{base}"

@@ -188,6 +188,9 @@ def _status(order: BrokerOrder) -> str:
     }[order.state]
 
 
+ORDER_ROW_FIELDS = ("exchange_id", "status", "filled_amount", "average_price")  # from the exchange
+
+
 def order_row_update(row: Order, order: BrokerOrder, *, save: bool = True) -> None:
     row.exchange_id = order.order_id
     row.status = _status(order)
@@ -195,9 +198,7 @@ def order_row_update(row: Order, order: BrokerOrder, *, save: bool = True) -> No
     row.average_price = order.average_price or None
     if not save:
         return
-    row.save(
-        update_fields=["exchange_id", "status", "filled_amount", "average_price", "updated_at"]
-    )
+    row.save(update_fields=[*ORDER_ROW_FIELDS, "updated_at"])
 
 
 def _set_state(bracket: Bracket, state: str, error: str = "") -> None:

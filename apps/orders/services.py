@@ -69,6 +69,7 @@ def bracket_read(
     *,
     when_flat: list[tuple[str, tuple[Any, ...]]] | tuple = (),
     together: bool = False,
+    rows: list[Order] | None = None,
 ) -> BracketCheck:
     """Read the bracket on the exchange: whether the position is gone, its legs' states (rows
     to write in ``changed``). Writes nothing.
@@ -88,9 +89,13 @@ def bracket_read(
     come from a reply out of order: the position still open, or flat with the stop or the
     target filled. Flat with no exit leg filled (what legs read before their fill would show)
     is read again in order.
+
+    ``rows``: the bracket's order rows that have an exchange id, as the caller keeps them (the
+    rows of ``changed`` are those objects), else read here.
     """
     spec = instrument_spec(gateway, bracket.instrument)
-    rows = list(bracket.orders.exclude(exchange_id=""))
+    if rows is None:
+        rows = bracket_leg_rows(bracket)
     position = ("positions", (spec.settlement_currency,))
     legs = [("order_state", (row.exchange_id,)) for row in rows]
     flat_reads = [("fills", _fills_args(bracket)), *when_flat]
@@ -103,6 +108,11 @@ def bracket_read(
     # the legs' states in one round trip (after the position: see above)
     answers = gateway.call_all(legs + (flat_reads if size == 0 else []))
     return _checked(bracket, rows, size, answers)
+
+
+def bracket_leg_rows(bracket: Bracket) -> list[Order]:
+    """The bracket's order rows that were placed (have an exchange id)."""
+    return list(bracket.orders.exclude(exchange_id=""))
 
 
 def _size(bracket: Bracket, positions: Any) -> Decimal:
@@ -252,6 +262,50 @@ def trade_record(
     existing = Trade.objects.filter(bracket=bracket).first()
     if existing:
         return existing
+    closed = trade_compute(
+        gateway, bracket, exit_reason=exit_reason, recorded_by=recorded_by, fills=fills
+    )
+    if closed is None:
+        return None
+    try:
+        with transaction.atomic():
+            closed.trade.save(force_insert=True)
+            bracket.state = BracketState.CLOSED
+            bracket.save(update_fields=["state", "updated_at"])
+            if events is None:
+                closed.announce()
+            else:
+                events.append(closed.announce)
+    except IntegrityError:  # recorded by someone else meanwhile
+        return Trade.objects.filter(bracket=bracket).first()
+    trade_counted(closed.trade)
+    return closed.trade
+
+
+@dataclass(frozen=True, slots=True)
+class ComputedTrade:
+    """A trade computed from the fills (``trade_compute``), not yet saved; ``announce`` records
+    its event (history line, alert) once it is."""
+
+    trade: Trade
+    announce: Callable[[], Any]
+
+
+def trade_counted(trade: Trade) -> None:
+    """A trade just recorded: the win/loss counter."""
+    metrics.TRADES.labels(result="win" if trade.pnl > 0 else "loss").inc()
+
+
+def trade_compute(
+    gateway: BrokerGateway,
+    bracket: Bracket,
+    *,
+    exit_reason: str,
+    recorded_by: str = "loop",
+    fills: list[Fill] | None = None,
+) -> ComputedTrade | None:
+    """The closed trade of ``bracket`` from the broker's fills and fees, unsaved (see
+    ``trade_record``); None when the fills do not (yet) show a complete round trip."""
     spec = instrument_spec(gateway, bracket.instrument)
     if fills is None:
         fills = bracket_fills(gateway, bracket)
@@ -311,50 +365,39 @@ def trade_record(
     pnl_usd = pnl * exit_price if spec.is_inverse else pnl
     opened = min(f.timestamp_ms for f in entries)
     closed = max(f.timestamp_ms for f in exits)
-    try:
-        with transaction.atomic():
-            trade = Trade.objects.create(
-                bracket=bracket,
-                run_id=bracket.run_id,
-                broker_account_id=bracket.broker_account_id,
-                instrument=bracket.instrument,
-                side=bracket.side,
-                amount=entered,
-                entry_price=entry_price.quantize(Decimal("1e-10")),
-                exit_price=exit_price.quantize(Decimal("1e-10")),
-                pnl=pnl.quantize(Decimal("1e-12")),
-                pnl_usd=pnl_usd.quantize(Decimal("1e-8")),
-                fees=fees.quantize(Decimal("1e-12")),
-                currency=spec.settlement_currency,
-                opened_at=datetime.fromtimestamp(opened / 1000, tz=UTC),
-                closed_at=datetime.fromtimestamp(closed / 1000, tz=UTC),
-                duration_seconds=Decimal(closed - opened) / 1000,
-                exit_reason=exit_reason,
-                risk_settings=bracket.risk_settings,
-                fill_ids=[f.trade_id for f in fills],
-                recorded_by=recorded_by,
-            )
-            bracket.state = BracketState.CLOSED
-            bracket.save(update_fields=["state", "updated_at"])
-            announce = functools.partial(
-                event_record,
-                kind="bracket_closed",
-                message=f"Trade closed by {exit_reason}: {bracket.side} {entered} "
-                f"{bracket.instrument} {entry_price:.2f} → {exit_price:.2f}, "
-                f"P&L {pnl:.8f} {spec.settlement_currency} (${pnl_usd:.2f}), fees {fees:.8f}",
-                context={"pnl": pnl, "pnl_usd": pnl_usd, "fees": fees, "by": recorded_by},
-                run_id=bracket.run_id,
-                bracket_id=bracket.bracket_id,
-                alert=True,
-            )
-            if events is None:
-                announce()
-            else:
-                events.append(announce)
-    except IntegrityError:  # recorded by someone else meanwhile
-        return Trade.objects.filter(bracket=bracket).first()
-    metrics.TRADES.labels(result="win" if pnl > 0 else "loss").inc()
-    return trade
+    trade = Trade(
+        bracket=bracket,
+        run_id=bracket.run_id,
+        broker_account_id=bracket.broker_account_id,
+        instrument=bracket.instrument,
+        side=bracket.side,
+        amount=entered,
+        entry_price=entry_price.quantize(Decimal("1e-10")),
+        exit_price=exit_price.quantize(Decimal("1e-10")),
+        pnl=pnl.quantize(Decimal("1e-12")),
+        pnl_usd=pnl_usd.quantize(Decimal("1e-8")),
+        fees=fees.quantize(Decimal("1e-12")),
+        currency=spec.settlement_currency,
+        opened_at=datetime.fromtimestamp(opened / 1000, tz=UTC),
+        closed_at=datetime.fromtimestamp(closed / 1000, tz=UTC),
+        duration_seconds=Decimal(closed - opened) / 1000,
+        exit_reason=exit_reason,
+        risk_settings=bracket.risk_settings,
+        fill_ids=[f.trade_id for f in fills],
+        recorded_by=recorded_by,
+    )
+    announce = functools.partial(
+        event_record,
+        kind="bracket_closed",
+        message=f"Trade closed by {exit_reason}: {bracket.side} {entered} "
+        f"{bracket.instrument} {entry_price:.2f} → {exit_price:.2f}, "
+        f"P&L {pnl:.8f} {spec.settlement_currency} (${pnl_usd:.2f}), fees {fees:.8f}",
+        context={"pnl": pnl, "pnl_usd": pnl_usd, "fees": fees, "by": recorded_by},
+        run_id=bracket.run_id,
+        bracket_id=bracket.bracket_id,
+        alert=True,
+    )
+    return ComputedTrade(trade, announce)
 
 
 def bracket_protect(gateway: BrokerGateway, bracket: Bracket, *, policy: str = "protect") -> str:

@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection
+from django.db.models.signals import post_save
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -57,6 +58,7 @@ from apps.monitoring.live import live_push, pushes_in_background
 from apps.monitoring.logging import log_context
 from apps.orders.armed import ArmedIntent, bracket_arm, bracket_disarm
 from apps.orders.brackets import (
+    ORDER_ROW_FIELDS,
     BracketPlan,
     BracketUnknown,
     IntentCondition,
@@ -64,6 +66,7 @@ from apps.orders.brackets import (
     OrphansDetected,
     bracket_place,
     instrument_spec,
+    order_row_update,
 )
 from apps.orders.gateway import BrokerGateway, StreamItem
 from apps.orders.manual import drain_commands, manual_commands_waiting
@@ -73,9 +76,11 @@ from apps.orders.reconcile import reconcile
 from apps.orders.services import (
     bracket_check_write,
     bracket_fills,
+    bracket_leg_rows,
     bracket_protect,
     bracket_read,
-    trade_record,
+    trade_compute,
+    trade_counted,
 )
 from apps.risk.services import sizing_log
 from apps.risk.sizing import SizingRefused
@@ -101,7 +106,7 @@ from apps.strategies.services import (
     run_path_written,
     run_transition,
 )
-from tradebaas.fastsql import apply_guarded
+from tradebaas.fastsql import Insert, Update, write_all
 from tradebaas.redis import redis_client, rkey
 
 log = logging.getLogger("tradebaas.runner")
@@ -335,6 +340,7 @@ class Loop:
         self.tail = _LogTail()
         self.ready: EntryContext | None = None  # the next decision's context (entry.py)
         self.standing: Standing | None = None  # its settings, read while a position is open
+        self.legs: tuple[int, list[Any]] | None = None  # (bracket pk, its placed order rows)
         self.armed: ArmedIntent | None = None  # the next bracket's intent, written ahead
         self.next_arm = 0.0
         # the events of a trade that closed on this candle, sent once the next entry is out
@@ -684,6 +690,7 @@ class Loop:
 
     def _reconcile(self) -> None:
         self.ready = None
+        self.legs = None
         self._disarm()  # the reconcile settles every armed intent; ours was never sent
         params = self.run_row.params or {}
         report = reconcile(
@@ -1030,23 +1037,50 @@ class Loop:
         ahead = self._account_ahead()
         calls = ahead or [OUR_ORDERS]
         together, self.close_hinted = together or self.close_hinted, False
-        check = bracket_read(self.gateway, bracket, when_flat=calls, together=together)
+        check = bracket_read(
+            self.gateway, bracket, when_flat=calls, together=together, rows=self._legs(bracket)
+        )
         if not check.closed:
             bracket_check_write(check)
             if check.position_size != 0 and not check.stop_live:
                 self.lock.check()
+                self.legs = None  # a stop placed to re-protect it is a new row
                 bracket_protect(self.gateway, bracket, policy=self.policy)
             return
         fills = check.fills if check.fills is not None else bracket_fills(self.gateway, bracket)
+        computed = trade_compute(self.gateway, bracket, exit_reason=check.exit_reason, fills=fills)
+        path = self._close_path(check.exit_reason, bracket.bracket_id, traded=computed is not None)
+        # ONE write (one statement on PostgreSQL): the legs' rows, the trade and the bracket
+        # closed, and the run's moves if it is still this loop's (the trade is recorded even
+        # if the run was stopped or taken over meanwhile)
+        updates = []
+        for row, order in check.changed:
+            order_row_update(row, order, save=False)
+            updates.append(Update(row, ORDER_ROW_FIELDS))
+        inserts = []
+        if computed is not None:
+            bracket.state = BracketState.CLOSED
+            updates.append(Update(bracket, ("state",)))
+            inserts.append(Insert(computed.trade, skip_conflict=True))
+        moved = write_all(updates, inserts, *((path.guard, path.rows) if path is not None else ()))
         closed: list[Callable[[], Any]] = []  # the trade's event
-        with transaction.atomic():  # no request to the broker from here to the commit
-            bracket_check_write(check)
-            trade = trade_record(
-                self.gateway, bracket, exit_reason=check.exit_reason, events=closed, fills=fills
-            )
-            path = self._close_path(check.exit_reason, bracket.bracket_id, traded=trade is not None)
-            # the trade is recorded even if the run was stopped or taken over meanwhile
-            moved = path is None or apply_guarded(path.guard, path.rows)
+        trade = None
+        if computed is not None:
+            if computed.trade.pk is not None:
+                trade = computed.trade
+                trade_counted(trade)
+                closed.append(computed.announce)
+            else:  # recorded by someone else meanwhile
+                trade = Trade.objects.filter(bracket=bracket).first()
+        # the writes send no post_save: the page's live state is asked for here (apps/web/live)
+        post_save.send(
+            sender=Bracket,
+            instance=bracket,
+            created=False,
+            update_fields=None,
+            raw=False,
+            using=connection.alias,
+        )
         moves = path.announcements if path is not None and moved else []
         if moves:
             self.state = path.final
@@ -1077,6 +1111,14 @@ class Loop:
             summary, orders, positions = check.also
             standing, self.standing = self.standing, None
             self.ready = self._gather(account=(summary, orders, positions), standing=standing)
+
+    def _legs(self, bracket: Bracket) -> list[Any]:
+        """The open bracket's placed order rows, read once: they change only through
+        ``bracket_read``'s writes (made on these objects), a re-protect (which drops them) or
+        a reconcile (which drops them)."""
+        if self.legs is None or self.legs[0] != bracket.pk:
+            self.legs = (bracket.pk, bracket_leg_rows(bracket))
+        return self.legs[1]
 
     def _account_ahead(self) -> list[tuple[str, tuple[Any, ...]]]:
         """The next entry's account reads (``account_reads``), to go out with a close's, for a
