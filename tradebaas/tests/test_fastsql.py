@@ -9,7 +9,16 @@ from django.db import connection
 
 from apps.orders.models import Bracket, Order
 from apps.strategies.models import RunState, RunTransition, StrategyRun
-from tradebaas.fastsql import GuardedUpdate, _write_guarded_generic, insert_rows, write_guarded
+from tradebaas.fastsql import (
+    GuardedUpdate,
+    Insert,
+    Update,
+    _write_all_generic,
+    _write_guarded_generic,
+    insert_rows,
+    write_all,
+    write_guarded,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -166,3 +175,153 @@ def test_write_guarded_is_one_statement_on_postgresql(django_assert_max_num_quer
     # runs on the raw connection (a prepared statement): Django sees no query at all
     with django_assert_max_num_queries(0):
         assert write_guarded(guard_for(run), transitions(run), bracket(), orders(), link="bracket")
+
+
+# --- write_all: the runner's close (legs, trade, bracket closed, the run's moves) ---------------
+
+
+def _write_all_generic_of(updates, inserts, guard=None, guarded=()):
+    """The generic form with write_all's own preparation (the auto_now fields added)."""
+    from tradebaas.fastsql import _with_auto_now
+
+    updates = [Update(u.obj, _with_auto_now(type(u.obj), u.fields)) for u in updates]
+    return _write_all_generic(updates, inserts, guard, list(guarded))
+
+
+ALL_WRITERS = [pytest.param(write_all, id="one-statement"), pytest.param(_write_all_generic_of, id="generic")]  # fmt: skip
+
+
+def a_trade(parent: Bracket, pnl: str = "-0.00012"):
+    from datetime import UTC, datetime
+
+    from apps.orders.models import Trade
+
+    return Trade(
+        bracket=parent, run_id=7, instrument="BTC-PERPETUAL", side="buy", amount=Decimal("120"),
+        entry_price=Decimal("50000.5"), exit_price=Decimal("49500"), pnl=Decimal(pnl),
+        pnl_usd=Decimal("-5.94"), fees=Decimal("0.0000036"), currency="BTC",
+        opened_at=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+        closed_at=datetime(2026, 1, 2, 3, 9, tzinfo=UTC), duration_seconds=Decimal("300.5"),
+        exit_reason="stop_loss", risk_settings={"mode": "percent"}, fill_ids=["f1", "f2"],
+    )  # fmt: skip
+
+
+def closing_guard(run: StrategyRun) -> GuardedUpdate:
+    return GuardedUpdate(
+        StrategyRun,
+        set={"state": RunState.ANALYZING},
+        where={"id": run.id, "state": RunState.POSITION_OPEN, "is_active": True, "fence": 5},
+    )
+
+
+def closing_moves(run: StrategyRun) -> list[RunTransition]:
+    return [
+        RunTransition(run_id=run.id, from_state="POSITION_OPEN", to_state="CLOSING",
+                      reason="stop_loss", context={"bracket": "b1"}, actor="loop"),
+        RunTransition(run_id=run.id, from_state="CLOSING", to_state="ANALYZING",
+                      reason="trade_closed", context={"bracket": "b1"}, actor="loop"),
+    ]  # fmt: skip
+
+
+def placed(bracket_id: str = "b1") -> tuple[Bracket, list[Order]]:
+    parent = bracket(bracket_id)
+    parent.save()
+    children = orders()
+    for child in children:
+        child.bracket = parent
+        child.exchange_id = f"x-{child.role}"
+        child.save()
+    return parent, children
+
+
+@pytest.mark.parametrize("writer", ALL_WRITERS)
+@pytest.mark.parametrize("times", [1, 4])  # 4: the prepared statement used again
+def test_write_all_writes_the_updates_the_insert_and_the_guarded_rows(times, writer):
+    from apps.orders.models import Trade
+
+    for attempt in range(times):
+        Trade.objects.all().delete()
+        parent, (entry, stop, target) = placed(f"b{attempt}")
+        before = Order.objects.get(pk=stop.pk).updated_at
+        run = run_row(state=RunState.POSITION_OPEN)
+        stop.status, stop.filled_amount, stop.average_price = (
+            "filled",
+            Decimal("120"),
+            Decimal("49500"),
+        )
+        target.status = "cancelled"
+        parent.state = "closed"
+        trade, moves = a_trade(parent), closing_moves(run)
+        updates = [Update(stop, ("status", "filled_amount", "average_price")),
+                   Update(target, ("status",)), Update(parent, ("state",))]  # fmt: skip
+        assert writer(updates, [Insert(trade, skip_conflict=True)], closing_guard(run), moves)
+        stored = Order.objects.get(pk=stop.pk)
+        assert (stored.status, stored.filled_amount, stored.average_price) == (
+            "filled", Decimal("120"), Decimal("49500"))  # fmt: skip
+        assert stored.updated_at > before  # auto_now, as save(update_fields=...) sets it
+        assert Order.objects.get(pk=target.pk).status == "cancelled"
+        assert Order.objects.get(pk=entry.pk).status == entry.status  # not in the updates
+        assert Bracket.objects.get(pk=parent.pk).state == "closed"
+        assert trade.pk is not None and not trade._state.adding
+        expected = a_trade(parent)
+        expected.bracket = Bracket.objects.create(bracket_id=f"orm{attempt}", broker="deribit",
+            instrument="BTC-PERPETUAL", side="buy", amount=1, stop_price=1, take_profit_price=2)  # fmt: skip
+        expected.save()
+        stored, wanted = as_stored(trade), as_stored(expected)
+        assert stored.pop("bracket_id") == parent.pk and wanted.pop("bracket_id") != parent.pk
+        assert stored == wanted  # what the ORM stores
+        run.refresh_from_db()
+        assert run.state == RunState.ANALYZING
+        written = list(RunTransition.objects.filter(run_id=run.id).order_by("id"))
+        assert [t.pk for t in written] == [m.pk for m in moves]
+        assert [t.to_state for t in written] == ["CLOSING", "ANALYZING"]
+        StrategyRun.objects.filter(pk=run.pk).update(is_active=False)
+
+
+@pytest.mark.parametrize("writer", ALL_WRITERS)
+def test_write_all_keeps_the_trade_when_the_guard_fails(writer):
+    """A run stopped during the close: the trade and the bracket's rows are written all the same;
+    the run's moves are not."""
+    from apps.orders.models import Trade
+
+    parent, (_, stop, _) = placed()
+    run = run_row(state=RunState.POSITION_OPEN)
+    StrategyRun.objects.filter(pk=run.pk).update(is_active=False)
+    stop.status = "filled"
+    trade, moves = a_trade(parent), closing_moves(run)
+    held = writer([Update(stop, ("status",))], [Insert(trade)], closing_guard(run), moves)
+    assert held is False
+    assert all(m.pk is None for m in moves)
+    assert not RunTransition.objects.filter(run_id=run.id).exists()
+    assert Trade.objects.get(bracket=parent).pk == trade.pk
+    assert Order.objects.get(pk=stop.pk).status == "filled"
+
+
+@pytest.mark.parametrize("writer", ALL_WRITERS)
+def test_write_all_skips_a_trade_recorded_already(writer):
+    """``skip_conflict``: the bracket's trade exists (recorded by someone else): nothing is
+    inserted, the pk stays None, the other writes are made."""
+    from apps.orders.models import Trade
+
+    parent, _ = placed()
+    first = a_trade(parent, pnl="0.5")
+    first.save()
+    second = a_trade(parent, pnl="-1")
+    parent.state = "closed"
+    assert writer([Update(parent, ("state",))], [Insert(second, skip_conflict=True)])
+    assert second.pk is None
+    assert Trade.objects.get(bracket=parent).pnl == Decimal("0.5")
+    assert Bracket.objects.get(pk=parent.pk).state == "closed"
+
+
+def test_write_all_is_one_statement_on_postgresql(django_assert_max_num_queries):
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement form is PostgreSQL's")
+    parent, (_, stop, _) = placed()
+    run = run_row(state=RunState.POSITION_OPEN)
+    stop.status = "filled"
+    with django_assert_max_num_queries(0):  # on the raw connection: Django sees no query
+        assert write_all(
+            [Update(stop, ("status",))], [Insert(a_trade(parent))], closing_guard(run),
+            closing_moves(run),
+        )  # fmt: skip

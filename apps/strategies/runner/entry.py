@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -142,27 +142,41 @@ def _history(
     and the number of our live brackets (this broker and account). On PostgreSQL in ONE query
     of SQL built once (no model instances: a busy day holds hundreds of trades)."""
     since = timezone.now() - TRADES_LOOKBACK
-    live = [str(state) for state in LIVE_BRACKET_STATES]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _history_sql(account_id is None),
-                [since, instrument, broker, *([] if account_id is None else [account_id]), live],
-            )
-            rows = cursor.fetchall()
-        count = rows.pop()[3]  # the last row: the brackets' count
-    else:
-        rows = Trade.objects.filter(closed_at__gte=since, instrument=instrument).values_list(
-            "closed_at", "pnl", "exit_reason"
-        )
-        count = Bracket.objects.filter(
-            broker=broker, broker_account_id=account_id, state__in=live
-        ).count()
+    read = _history_one_query if connection.vendor == "postgresql" else _history_orm
+    rows, count = read(since, instrument, broker, account_id)
     trades = tuple(
         RiskTrade(closed_at=closed_at, pnl=pnl, stopped_out=reason == "stop_loss")
-        for closed_at, pnl, reason, *_ in rows
+        for closed_at, pnl, reason in rows
     )
     return trades, count
+
+
+def _history_one_query(
+    since: datetime, instrument: str, broker: str, account_id: int | None
+) -> tuple[list[tuple], int]:
+    """(closed_at, pnl, exit_reason) of each trade, newest first, and the live brackets' count."""
+    live = [str(state) for state in LIVE_BRACKET_STATES]
+    account = [] if account_id is None else [account_id]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _history_sql(account_id is None), [since, instrument, broker, *account, live]
+        )
+        rows = cursor.fetchall()
+    count = rows.pop()[3]  # the last row: the brackets' count
+    return [row[:3] for row in rows], count
+
+
+def _history_orm(
+    since: datetime, instrument: str, broker: str, account_id: int | None
+) -> tuple[list[tuple], int]:
+    """``_history_one_query`` through the ORM (other databases)."""
+    rows = Trade.objects.filter(closed_at__gte=since, instrument=instrument).values_list(
+        "closed_at", "pnl", "exit_reason"
+    )
+    count = Bracket.objects.filter(
+        broker=broker, broker_account_id=account_id, state__in=LIVE_BRACKET_STATES
+    ).count()
+    return list(rows), count
 
 
 @functools.cache

@@ -237,3 +237,55 @@ def test_a_trade_closed_on_the_candle_is_written_before_the_next_entry_and_annou
     for (_, to), (frm, _) in itertools.pairwise(moves):
         assert to == frm  # the run's moves chain, in order
     gateway.close()
+
+
+def test_the_protections_history_in_one_query_is_what_the_orm_reads():
+    """The trades (newest first, the model's order) and the live brackets' count that the
+    protections use: one PostgreSQL query, the same rows as through the ORM."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.orders.models import BracketState, Trade
+    from apps.strategies.runner.entry import TRADES_LOOKBACK, _history_one_query, _history_orm
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-query form is PostgreSQL's")
+    now = timezone.now()
+    numbers = itertools.count()
+
+    def a_bracket(state=BracketState.CLOSED, broker="deribit", account=None) -> Bracket:
+        return Bracket.objects.create(
+            bracket_id=f"h{next(numbers)}", broker=broker, broker_account_id=account,
+            instrument="BTC-PERPETUAL", side="buy", amount=10, stop_price=1,
+            take_profit_price=2, state=state,
+        )  # fmt: skip
+
+    def a_trade(closed_ago, instrument="BTC-PERPETUAL", reason="stop_loss", pnl="-1"):
+        return Trade.objects.create(
+            bracket=a_bracket(), instrument=instrument, side="buy", amount=10,
+            entry_price=1, exit_price=1, pnl=Decimal(pnl), pnl_usd=0, fees=0, currency="BTC",
+            opened_at=now - closed_ago - timedelta(minutes=5), closed_at=now - closed_ago,
+            duration_seconds=300, exit_reason=reason,
+        )  # fmt: skip
+
+    a_trade(timedelta(hours=1))
+    a_trade(timedelta(hours=1), reason="take_profit", pnl="2")  # same time: newest id first
+    a_trade(timedelta(hours=30), pnl="-0.5")
+    a_trade(timedelta(days=3))  # older than the lookback
+    a_trade(timedelta(hours=2), instrument="ETH-PERPETUAL")  # another instrument
+    for state in (BracketState.OPEN, BracketState.PLACING, BracketState.UNKNOWN):
+        a_bracket(state)
+    a_bracket(BracketState.OPEN, account=5)
+    a_bracket(BracketState.OPEN, broker="paper")
+    since = now - TRADES_LOOKBACK
+    for account, live in ((None, 3), (5, 1)):
+        fast = _history_one_query(since, "BTC-PERPETUAL", "deribit", account)
+        assert fast == _history_orm(since, "BTC-PERPETUAL", "deribit", account)
+        rows, count = fast
+        assert count == live
+        assert [(reason, pnl) for _, pnl, reason in rows] == [
+            ("take_profit", Decimal("2")), ("stop_loss", Decimal("-1")),
+            ("stop_loss", Decimal("-0.5")),
+        ]  # fmt: skip
