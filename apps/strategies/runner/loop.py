@@ -1019,19 +1019,21 @@ class Loop:
     def _follow_position(self, *, together: bool = False) -> None:
         """Check the open bracket; record its trade if it closed.
 
-        A close is written in ONE transaction: the legs' rows, the run's move to CLOSING, the
-        trade from the broker's fills, the bracket closed and the move back to ANALYZING. Its
-        events (the moves, the closed trade) wait in ``after_close``: they are sent once no
-        candle waits, or right after the next candle's decision, so a candle that comes with
-        the close (a stop or target filled on its open) is decided first.
+        A close is ONE write (one statement on PostgreSQL, ``fastsql.write_all``): the legs'
+        rows, the trade computed from the broker's fills, the bracket closed and the run's
+        moves to CLOSING and back to ANALYZING (these only while the run is still this loop's;
+        the trade is recorded in any case). Its events (the moves, the trade) wait in
+        ``after_close``: they are sent once no candle waits, or right after the next candle's
+        decision, so a candle that comes with the close (a stop or target filled on its open)
+        is decided first.
 
-        The reads a close needs go out with the legs' states, once the position reads flat
-        (one round trip; with the position's too, ``together``, on a candle or when the
-        broker's stream said a leg filled: see ``bracket_read``): the bracket's fills, our open orders (the orphan sweep) and,
-        for a broker that pushes every account change, the next entry's equity and positions.
-        From them the next entry's context is built once the rows are written (with the
-        settings read while the position was open, ``standing``), so a decision on the candle
-        of the close reads only the database."""
+        The reads a close needs go out with the legs' states once the position reads flat, in
+        one round trip (with the position's too, ``together``, on a candle or when the
+        broker's stream said a leg filled: see ``bracket_read``): the bracket's fills, our
+        open orders (the orphan sweep) and, for a broker that pushes every account change, the
+        next entry's equity and positions. From them the next entry's context is built once
+        the rows are written (with the settings read while the position was open,
+        ``standing``), so a decision on the candle of the close reads only the database."""
         self.next_position_check = time.monotonic() + self.poll
         bracket = self.bracket
         ahead = self._account_ahead()
