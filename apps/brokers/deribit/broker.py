@@ -17,6 +17,7 @@ switches to ``take_market`` or ``limit`` if a trader prefers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import time
@@ -125,6 +126,7 @@ class DeribitBroker:
         self._candle_queues: set[asyncio.Queue[Any]] = set()
         self._unknown_deadlines: dict[str, float] = {}  # bracket id -> monotonic deadline
         self._events_subscribed = False
+        self._changes: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
         self.client.add_listener(self._on_connection_event)
 
     def __repr__(self) -> str:
@@ -174,6 +176,7 @@ class DeribitBroker:
         await self.client.close()
 
     def _on_connection_event(self, event: BrokerEvent) -> None:
+        self._convert_changes()  # the account's changes heard before it come first
         self._publish(event)
         if event.kind is EventKind.DISCONNECTED and not self.client.reconnecting:
             for queue in self._candle_queues:
@@ -192,10 +195,30 @@ class DeribitBroker:
         return currency in self.currencies
 
     def _on_changes(self, data: Any) -> None:
-        """``user.changes.*``: orders, trades and positions of one matching event."""
+        """``user.changes.*``: orders, trades and positions of one matching event.
+
+        Converted into events on the next turn of the event loop, after the callbacks already
+        due: Deribit (and the simulator) may send the changes an order made ahead of the
+        order's answer, and an answer read in the same turn then reaches its caller first (a
+        bracket's acknowledgement is not held up by the notification's conversion). The
+        events keep their order, also with the connection's events (``_on_connection_event``).
+        """
         if not self._event_queues or not isinstance(data, dict):
             return  # nobody listens: do not spend the hot path converting
-        now = _now_ms()
+        self._changes.append((data, _now_ms()))
+        if len(self._changes) == 1:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._convert_changes)
+
+    def _convert_changes(self) -> None:
+        while self._changes:
+            data, now = self._changes.popleft()
+            try:
+                self._publish_changes(data, now)
+            except Exception:  # one malformed notification must not hold up the next
+                logger.exception("deribit: cannot convert a user.changes notification")
+
+    def _publish_changes(self, data: dict[str, Any], now: int) -> None:
         for raw in data.get("orders") or ():
             self._publish(BrokerEvent(EventKind.ORDER, codec.order_from_deribit(raw), now))
         for raw in data.get("trades") or ():

@@ -433,3 +433,23 @@ async def test_positions_of_every_currency_come_in_one_call(sim, broker):
     assert every == {BTC: Decimal("100"), "BTC_USDC-PERPETUAL": Decimal("-0.01")}
     assert [p.instrument for p in await broker.positions("USDC")] == ["BTC_USDC-PERPETUAL"]
     assert await broker.positions("ETH") == []
+
+
+async def test_changes_become_events_in_order_after_the_answers_already_read(broker):
+    """``user.changes`` notifications are converted on the next turn of the event loop: in the
+    order they came, none lost, one that cannot be read skipped (the next still comes), and
+    before a connection event heard after them."""
+    events = broker.events()
+    order = {"order_id": "o-1", "instrument_name": BTC, "direction": "buy", "amount": 10,
+             "order_state": "open", "order_type": "limit", "price": 50000, "label": "tb-x-entry",
+             "filled_amount": 0, "creation_timestamp": 1, "last_update_timestamp": 1}  # fmt: skip
+    broker._on_changes({"instrument_name": BTC, "orders": [dict(order, order_id="o-1")]})
+    broker._on_changes({"instrument_name": BTC, "orders": [{"amount": "not a number"}]})
+    broker._on_changes({"instrument_name": BTC, "orders": [dict(order, order_id="o-2")]})
+    assert broker._changes  # not converted yet: callbacks already due run first
+    broker._on_connection_event(BrokerEvent(EventKind.DISCONNECTED, "test", 0))
+    got = await collect(events, lambda evs: len(evs) >= 3)
+    assert [e.kind for e in got] == [EventKind.ORDER, EventKind.ORDER, EventKind.DISCONNECTED]
+    assert [e.payload.order_id for e in got[:2]] == ["o-1", "o-2"]
+    assert not broker._changes
+    await events.aclose()
