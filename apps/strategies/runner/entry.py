@@ -21,6 +21,12 @@ is trusted only for a broker that pushes every change of the account in that cur
 (Deribit's ``user.changes``, paper); for the others it is read again at the close. The
 protections are evaluated at the close from the gathered inputs, with the clock of the close
 (the cooldown and the UTC day move on by themselves).
+
+When a trade closes, the loop builds the next context at once from the reads the close made
+anyway (the equity, our open orders and the positions go out with the legs' states and the
+fills, ``account``), once the trade is written, with the settings read while the position was
+open (``Standing``: the control version first, then the settings). A decision on the candle of
+the close then reads only the database (the trades and the live brackets: one query).
 """
 
 from __future__ import annotations
