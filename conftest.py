@@ -55,6 +55,15 @@ def anon_api_client() -> APIClient:
     return APIClient()
 
 
+@pytest.fixture
+def fast_loop(settings):
+    """The strategy loop's timings for tests: a short wait for candles, a quick position poll,
+    a lock that outlives a slow test machine's pauses."""
+    settings.RUNNER_CANDLE_WAIT_S = 0.01
+    settings.RUNNER_POSITION_POLL_S = 0.05
+    settings.RUNNER_LOCK_TTL_MS = 5000
+
+
 @pytest.fixture(autouse=True)
 def _fresh_channel_layer():
     """A new channel layer object per test: channels_redis keeps asyncio locks bound to the event

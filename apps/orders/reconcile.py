@@ -117,7 +117,11 @@ def reconcile(
             continue
         if check.closed:
             trade = trade_record(
-                gateway, bracket, exit_reason=check.exit_reason, recorded_by="reconcile"
+                gateway,
+                bracket,
+                exit_reason=check.exit_reason,
+                recorded_by="reconcile",
+                fills=check.fills,  # read with the legs: not again
             )
             if trade is not None:
                 report.trades.append(bracket.bracket_id)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import connection
+from django.db.models.signals import post_save
 
 from apps.brokers.base import (
     Fill,
@@ -24,9 +25,10 @@ from apps.brokers.base import (
 )
 from apps.monitoring import metrics
 from apps.monitoring.events import event_record
-from apps.orders.brackets import instrument_spec, order_row_update
+from apps.orders.brackets import ORDER_ROW_FIELDS, instrument_spec, order_row_update
 from apps.orders.gateway import BrokerGateway
 from apps.orders.models import Bracket, BracketState, Order, OrderRole, Trade
+from tradebaas.fastsql import GuardedUpdate, Insert, Update, write_all
 
 log = logging.getLogger("tradebaas.trades")
 
@@ -50,17 +52,52 @@ class BracketCheck:
 def bracket_check(gateway: BrokerGateway, bracket: Bracket) -> BracketCheck:
     """Refresh the legs' rows from the exchange and say whether the position is gone."""
     check = bracket_read(gateway, bracket)
-    bracket_check_write(check)
+    bracket_rows_write(bracket, changed=check.changed)
     return check
 
 
-def bracket_check_write(check: BracketCheck) -> None:
-    """Write the legs' rows that ``bracket_read`` found changed (one transaction, or the
-    caller's)."""
-    if check.changed:
-        with transaction.atomic(savepoint=False):  # within a caller's: no savepoint
-            for row, order in check.changed:
-                order_row_update(row, order)
+def bracket_rows_write(
+    bracket: Bracket,
+    *,
+    changed: tuple[tuple[Order, Any], ...] = (),
+    closed: ComputedTrade | None = None,
+    guard: GuardedUpdate | None = None,
+    guarded: list[Any] | tuple = (),
+) -> tuple[Trade | None, bool, bool]:
+    """ONE write (``fastsql.write_all``: one statement on PostgreSQL) of what following a
+    bracket found: the legs' rows that ``changed`` (the rows and the exchange's orders, from
+    ``bracket_read``), the ``closed`` trade with the bracket closed, and the caller's ``guard``
+    with its ``guarded`` rows (the runner's moves: written only if the guard holds; the rest
+    is written in any case).
+
+    Returns ``(trade, new, held)``: the bracket's trade (None if ``closed`` is None), whether
+    this write recorded it (else someone else had: the caller announces only a new one) and
+    whether the guard held."""
+    updates = []
+    for row, order in changed:
+        order_row_update(row, order, save=False)
+        updates.append(Update(row, ORDER_ROW_FIELDS))
+    inserts = []
+    if closed is not None:
+        bracket.state = BracketState.CLOSED
+        updates.append(Update(bracket, ("state",)))
+        inserts.append(Insert(closed.trade, skip_conflict=True))
+    held = write_all(updates, inserts, guard, guarded)
+    # the one statement sends no post_save: the page's live state is asked for here
+    post_save.send(
+        sender=Bracket,
+        instance=bracket,
+        created=False,
+        update_fields=None,
+        raw=False,
+        using=connection.alias,
+    )
+    if closed is None:
+        return None, False, held
+    if closed.trade.pk is None:  # recorded by someone else meanwhile
+        return Trade.objects.filter(bracket=bracket).first(), False, held
+    metrics.TRADES.labels(result="win" if closed.trade.pnl > 0 else "loss").inc()
+    return closed.trade, True, held
 
 
 def bracket_read(
@@ -195,7 +232,7 @@ def _ours(bracket: Bracket, fills: list[Fill], ids: set[str]) -> list[Fill]:
     ]
 
 
-def bracket_fills(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
+def _fills_of(gateway: BrokerGateway, bracket: Bracket) -> list[Fill]:
     """The fills of ``bracket`` on the exchange (see ``_ours``)."""
     ids = set(bracket.orders.exclude(exchange_id="").values_list("exchange_id", flat=True))
     return _ours(bracket, gateway.call("fills", *_fills_args(bracket)), ids)
@@ -267,19 +304,13 @@ def trade_record(
     )
     if closed is None:
         return None
-    try:
-        with transaction.atomic():
-            closed.trade.save(force_insert=True)
-            bracket.state = BracketState.CLOSED
-            bracket.save(update_fields=["state", "updated_at"])
-            if events is None:
-                closed.announce()
-            else:
-                events.append(closed.announce)
-    except IntegrityError:  # recorded by someone else meanwhile
-        return Trade.objects.filter(bracket=bracket).first()
-    trade_counted(closed.trade)
-    return closed.trade
+    trade, new, _ = bracket_rows_write(bracket, closed=closed)
+    if new:
+        if events is None:
+            closed.announce()
+        else:
+            events.append(closed.announce)
+    return trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,11 +320,6 @@ class ComputedTrade:
 
     trade: Trade
     announce: Callable[[], Any]
-
-
-def trade_counted(trade: Trade) -> None:
-    """A trade just recorded: the win/loss counter."""
-    metrics.TRADES.labels(result="win" if trade.pnl > 0 else "loss").inc()
 
 
 def trade_compute(
@@ -308,7 +334,7 @@ def trade_compute(
     ``trade_record``); None when the fills do not (yet) show a complete round trip."""
     spec = instrument_spec(gateway, bracket.instrument)
     if fills is None:
-        fills = bracket_fills(gateway, bracket)
+        fills = _fills_of(gateway, bracket)
     side = Side(bracket.side)
     entries = [f for f in fills if f.direction is side and f.label.startswith("tb-")]
     entered = sum((f.amount for f in entries), Decimal("0"))

@@ -95,12 +95,21 @@ def guard_for(run: StrategyRun, fence: int = 5) -> GuardedUpdate:
     )
 
 
-def transitions(run: StrategyRun) -> list[RunTransition]:
+ENTRY_PATH = (
+    ("ANALYZING", "SIGNAL_DETECTED", "signal", {"side": "buy"}),
+    ("SIGNAL_DETECTED", "ENTERING_POSITION", "placing", {"bracket": "b1"}),
+)
+CLOSE_PATH = (
+    ("POSITION_OPEN", "CLOSING", "stop_loss", {"bracket": "b1"}),
+    ("CLOSING", "ANALYZING", "trade_closed", {"bracket": "b1"}),
+)
+
+
+def transitions(run: StrategyRun, path=ENTRY_PATH) -> list[RunTransition]:
     return [
-        RunTransition(run_id=run.id, from_state="ANALYZING", to_state="SIGNAL_DETECTED",
-                      reason="signal", context={"side": "buy"}, actor="loop"),
-        RunTransition(run_id=run.id, from_state="SIGNAL_DETECTED", to_state="ENTERING_POSITION",
-                      reason="placing", context={"bracket": "b1"}, actor="loop"),
+        RunTransition(run_id=run.id, from_state=frm, to_state=to, reason=reason,
+                      context=context, actor="loop")
+        for frm, to, reason, context in path
     ]  # fmt: skip
 
 
@@ -214,15 +223,6 @@ def closing_guard(run: StrategyRun) -> GuardedUpdate:
     )
 
 
-def closing_moves(run: StrategyRun) -> list[RunTransition]:
-    return [
-        RunTransition(run_id=run.id, from_state="POSITION_OPEN", to_state="CLOSING",
-                      reason="stop_loss", context={"bracket": "b1"}, actor="loop"),
-        RunTransition(run_id=run.id, from_state="CLOSING", to_state="ANALYZING",
-                      reason="trade_closed", context={"bracket": "b1"}, actor="loop"),
-    ]  # fmt: skip
-
-
 def placed(bracket_id: str = "b1") -> tuple[Bracket, list[Order]]:
     parent = bracket(bracket_id)
     parent.save()
@@ -251,7 +251,7 @@ def test_write_all_writes_the_updates_the_insert_and_the_guarded_rows(times, wri
         )
         target.status = "cancelled"
         parent.state = "closed"
-        trade, moves = a_trade(parent), closing_moves(run)
+        trade, moves = a_trade(parent), transitions(run, CLOSE_PATH)
         updates = [Update(stop, ("status", "filled_amount", "average_price")),
                    Update(target, ("status",)), Update(parent, ("state",))]  # fmt: skip
         assert writer(updates, [Insert(trade, skip_conflict=True)], closing_guard(run), moves)
@@ -288,7 +288,7 @@ def test_write_all_keeps_the_trade_when_the_guard_fails(writer):
     run = run_row(state=RunState.POSITION_OPEN)
     StrategyRun.objects.filter(pk=run.pk).update(is_active=False)
     stop.status = "filled"
-    trade, moves = a_trade(parent), closing_moves(run)
+    trade, moves = a_trade(parent), transitions(run, CLOSE_PATH)
     held = writer([Update(stop, ("status",))], [Insert(trade)], closing_guard(run), moves)
     assert held is False
     assert all(m.pk is None for m in moves)
@@ -323,5 +323,5 @@ def test_write_all_is_one_statement_on_postgresql(django_assert_max_num_queries)
     with django_assert_max_num_queries(0):  # on the raw connection: Django sees no query
         assert write_all(
             [Update(stop, ("status",))], [Insert(a_trade(parent))], closing_guard(run),
-            closing_moves(run),
+            transitions(run, CLOSE_PATH),
         )  # fmt: skip

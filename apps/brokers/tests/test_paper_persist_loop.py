@@ -17,16 +17,9 @@ from apps.strategies.models import RunState
 from apps.strategies.runner.loop import run_loop_forever
 from apps.strategies.tests.runner_kit import Driver, make_run, paper_gateway
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_loop")]
 
 BTC = "BTC-PERPETUAL"
-
-
-@pytest.fixture(autouse=True)
-def _fast_loop(settings):
-    settings.RUNNER_CANDLE_WAIT_S = 0.01
-    settings.RUNNER_POSITION_POLL_S = 0.05
-    settings.RUNNER_LOCK_TTL_MS = 5000
 
 
 def dies_without_goodbye(gateway: BrokerGateway) -> BrokerGateway:

@@ -32,8 +32,11 @@ class StopFillsWhileLooking(FaultyPaperBroker):
 
 
 @pytest.fixture
-def gateway():
-    made = BrokerGateway(StopFillsWhileLooking(linked=True, warmup=5))
+def gateway(request):
+    """A connected gateway; its exchange: ``StopFillsWhileLooking`` unless the test names
+    another (``indirect`` parametrization)."""
+    exchange = getattr(request, "param", StopFillsWhileLooking)
+    made = BrokerGateway(exchange(linked=True, warmup=5))
     made.connect()
     yield made
     made.close()
@@ -103,14 +106,6 @@ class LegsAnsweredFirst(FaultyPaperBroker):
         return await PaperBroker.order_state(self, order_id)
 
 
-@pytest.fixture
-def out_of_order():
-    made = BrokerGateway(LegsAnsweredFirst(linked=True, warmup=5))
-    made.connect()
-    yield made
-    made.close()
-
-
 def _counting(gateway, monkeypatch) -> list[str]:
     """The round trips ``gateway`` makes: "call" or "call_all"."""
     trips: list[str] = []
@@ -135,12 +130,12 @@ def test_a_stop_filled_is_read_in_one_round_trip_with_the_fills(gateway, monkeyp
     assert check.also[0].equity > 0  # the caller's read came with it
 
 
-def test_legs_answered_before_the_position_are_read_again_in_order(out_of_order, monkeypatch):
+@pytest.mark.parametrize("gateway", [LegsAnsweredFirst], indirect=True)
+def test_legs_answered_before_the_position_are_read_again_in_order(gateway, monkeypatch):
     """Flat with no exit leg filled is what legs read before their fill show: such an answer
     is not trusted; the position and then the legs are read again, in that order."""
     from apps.orders.services import bracket_read
 
-    gateway = out_of_order
     bracket = bracket_place(gateway=gateway, plan=plan_for(gateway))
     gateway.broker.gap_to = bracket.stop_price - 50
     trips = _counting(gateway, monkeypatch)

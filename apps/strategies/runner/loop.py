@@ -35,7 +35,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import close_old_connections, connection
-from django.db.models.signals import post_save
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -58,7 +57,6 @@ from apps.monitoring.live import live_push, pushes_in_background
 from apps.monitoring.logging import log_context
 from apps.orders.armed import ArmedIntent, bracket_arm, bracket_disarm
 from apps.orders.brackets import (
-    ORDER_ROW_FIELDS,
     BracketPlan,
     BracketUnknown,
     IntentCondition,
@@ -66,7 +64,6 @@ from apps.orders.brackets import (
     OrphansDetected,
     bracket_place,
     instrument_spec,
-    order_row_update,
 )
 from apps.orders.gateway import BrokerGateway, StreamItem
 from apps.orders.manual import drain_commands, manual_commands_waiting
@@ -74,13 +71,11 @@ from apps.orders.models import Bracket, BracketState, Trade
 from apps.orders.orphans import orphan_sweep_once
 from apps.orders.reconcile import reconcile
 from apps.orders.services import (
-    bracket_check_write,
-    bracket_fills,
     bracket_leg_rows,
     bracket_protect,
     bracket_read,
+    bracket_rows_write,
     trade_compute,
-    trade_counted,
 )
 from apps.risk.services import sizing_log
 from apps.risk.sizing import SizingRefused
@@ -106,7 +101,6 @@ from apps.strategies.services import (
     run_path_written,
     run_transition,
 )
-from tradebaas.fastsql import Insert, Update, write_all
 from tradebaas.redis import redis_client, rkey
 
 log = logging.getLogger("tradebaas.runner")
@@ -1043,46 +1037,27 @@ class Loop:
             self.gateway, bracket, when_flat=calls, together=together, rows=self._legs(bracket)
         )
         if not check.closed:
-            bracket_check_write(check)
+            bracket_rows_write(bracket, changed=check.changed)
             if check.position_size != 0 and not check.stop_live:
                 self.lock.check()
                 self.legs = None  # a stop placed to re-protect it is a new row
                 bracket_protect(self.gateway, bracket, policy=self.policy)
             return
-        fills = check.fills if check.fills is not None else bracket_fills(self.gateway, bracket)
-        computed = trade_compute(self.gateway, bracket, exit_reason=check.exit_reason, fills=fills)
-        path = self._close_path(check.exit_reason, bracket.bracket_id, traded=computed is not None)
-        # ONE write (one statement on PostgreSQL): the legs' rows, the trade and the bracket
-        # closed, and the run's moves if it is still this loop's (the trade is recorded even
-        # if the run was stopped or taken over meanwhile)
-        updates = []
-        for row, order in check.changed:
-            order_row_update(row, order, save=False)
-            updates.append(Update(row, ORDER_ROW_FIELDS))
-        inserts = []
-        if computed is not None:
-            bracket.state = BracketState.CLOSED
-            updates.append(Update(bracket, ("state",)))
-            inserts.append(Insert(computed.trade, skip_conflict=True))
-        moved = write_all(updates, inserts, *((path.guard, path.rows) if path is not None else ()))
-        closed: list[Callable[[], Any]] = []  # the trade's event
-        trade = None
-        if computed is not None:
-            if computed.trade.pk is not None:
-                trade = computed.trade
-                trade_counted(trade)
-                closed.append(computed.announce)
-            else:  # recorded by someone else meanwhile
-                trade = Trade.objects.filter(bracket=bracket).first()
-        # the writes send no post_save: the page's live state is asked for here (apps/web/live)
-        post_save.send(
-            sender=Bracket,
-            instance=bracket,
-            created=False,
-            update_fields=None,
-            raw=False,
-            using=connection.alias,
+        computed = trade_compute(  # the fills read with the legs (read again if that failed)
+            self.gateway, bracket, exit_reason=check.exit_reason, fills=check.fills
         )
+        path = self._close_path(check.exit_reason, bracket.bracket_id, traded=computed is not None)
+        # ONE write: the legs' rows, the trade and the bracket closed, and the run's moves if
+        # it is still this loop's (the trade is recorded even if the run was stopped or taken
+        # over meanwhile)
+        trade, new, moved = bracket_rows_write(
+            bracket,
+            changed=check.changed,
+            closed=computed,
+            guard=path.guard if path is not None else None,
+            guarded=path.rows if path is not None else (),
+        )
+        closed = [computed.announce] if new else []  # the trade's event
         moves = path.announcements if path is not None and moved else []
         if moves:
             self.state = path.final

@@ -26,17 +26,10 @@ from apps.strategies.registry import get_strategy
 from apps.strategies.runner.loop import run_loop_forever
 from apps.strategies.tests.runner_kit import make_run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_loop")]
 
 EQUITY = Decimal("1")
 FIRST, COUNT = 600, 300  # a slice of the project's sample candles
-
-
-@pytest.fixture(autouse=True)
-def _fast_loop(settings):
-    settings.RUNNER_CANDLE_WAIT_S = 0.01
-    settings.RUNNER_POSITION_POLL_S = 0.05
-    settings.RUNNER_LOCK_TTL_MS = 5000
 
 
 @pytest.fixture

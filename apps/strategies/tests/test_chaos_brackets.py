@@ -33,7 +33,7 @@ from apps.strategies.tests.sim_kit import (
     unprotected,
 )
 
-pytestmark = [pytest.mark.chaos, pytest.mark.django_db]
+pytestmark = [pytest.mark.chaos, pytest.mark.django_db, pytest.mark.usefixtures("fast_loop")]
 
 TIMEOUT = 0.25  # the client's order timeout in these rounds (seconds)
 ROUNDS = 100
@@ -100,13 +100,6 @@ def _scenarios():
             WAITING,
         ),
     ]
-
-
-@pytest.fixture(autouse=True)
-def _fast_loop(settings):
-    settings.RUNNER_CANDLE_WAIT_S = 0.01
-    settings.RUNNER_POSITION_POLL_S = 0.05
-    settings.RUNNER_LOCK_TTL_MS = 5000
 
 
 def _duplicates(sim) -> list[str]:

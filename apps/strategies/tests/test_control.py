@@ -23,14 +23,7 @@ from apps.strategies.services import run_pause, run_stop, run_transition
 from apps.strategies.tests.runner_kit import make_run, paper_gateway, run_driven
 from tradebaas.redis import redis_client
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_loop(settings):
-    settings.RUNNER_CANDLE_WAIT_S = 0.01
-    settings.RUNNER_POSITION_POLL_S = 0.05
-    settings.RUNNER_LOCK_TTL_MS = 5000
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_loop")]
 
 
 def test_changes_from_outside_the_loop_move_the_version_once_committed():

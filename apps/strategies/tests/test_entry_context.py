@@ -17,14 +17,7 @@ from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.runner.loop import Loop, run_loop_forever
 from apps.strategies.tests.runner_kit import Driver, make_run, paper_gateway, run_driven
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_loop(settings):
-    settings.RUNNER_CANDLE_WAIT_S = 0.01
-    settings.RUNNER_POSITION_POLL_S = 0.05
-    settings.RUNNER_LOCK_TTL_MS = 5000
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_loop")]
 
 
 @pytest.fixture

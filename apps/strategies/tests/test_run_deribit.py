@@ -22,14 +22,7 @@ from apps.strategies.tests.sim_kit import (
     unprotected,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_loop(settings):
-    settings.RUNNER_CANDLE_WAIT_S = 0.01
-    settings.RUNNER_POSITION_POLL_S = 0.05
-    settings.RUNNER_LOCK_TTL_MS = 5000
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_loop")]
 
 
 @pytest.fixture

@@ -15,14 +15,7 @@ from apps.strategies.models import RunState, StrategyRun
 from apps.strategies.runner.loop import run_loop_forever
 from apps.strategies.tests.runner_kit import Driver, make_run, open_orders, paper_gateway, positions
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_loop(settings):
-    settings.RUNNER_CANDLE_WAIT_S = 0.01
-    settings.RUNNER_POSITION_POLL_S = 0.05
-    settings.RUNNER_LOCK_TTL_MS = 5000
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_loop")]
 
 
 def exits(engine) -> int:
