@@ -97,3 +97,5 @@ def login(page, url: str, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_selector("#strategy-card")
+    # the page's scripts are deferred: a click before they ran (htmx, app.js) does nothing
+    page.wait_for_load_state("load")
