@@ -7,6 +7,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
+from apps.monitoring.consumers import CLOSE_FOREIGN_ORIGIN, CLOSE_UNAUTHENTICATED
 from apps.monitoring.live import alive_push
 from tradebaas.asgi import application
 
@@ -14,11 +15,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 
-async def test_anonymous_socket_is_closed():
+def _listens_on_the_channel_layer() -> bool:
+    """Whether a consumer in this event loop opened the Redis channel layer (channels_redis makes
+    its per-loop connections on first use)."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    return asyncio.get_running_loop() in get_channel_layer()._layers
+
+
+async def test_anonymous_socket_is_closed_without_touching_the_channel_layer():
     communicator = WebsocketCommunicator(application, "/ws/live/", headers=[ORIGIN])
     connected, code = await communicator.connect()
     assert not connected
-    assert code == 4401
+    assert code == CLOSE_UNAUTHENTICATED
+    await communicator.disconnect()  # the refused consumer ends at once
+    assert not _listens_on_the_channel_layer()
 
 
 async def test_foreign_origin_is_refused(user, client):
@@ -29,8 +42,11 @@ async def test_foreign_origin_is_refused(user, client):
         "/ws/live/",
         headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie.encode())],
     )
-    connected, _ = await communicator.connect()
+    connected, code = await communicator.connect()
     assert not connected
+    assert code == CLOSE_FOREIGN_ORIGIN
+    await communicator.disconnect()
+    assert not _listens_on_the_channel_layer()
 
 
 async def test_logged_in_socket_receives_pushed_fragments(user, client):
