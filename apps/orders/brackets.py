@@ -431,6 +431,7 @@ def bracket_place(
     condition: IntentCondition | None = None,
     armed: ArmedIntent | None = None,
     fire: Fire | None = None,
+    fired_ms: int | None = None,
 ) -> Bracket:
     """Place ``plan`` as one complete set or nothing. Returns the OPEN Bracket row.
 
@@ -444,6 +445,8 @@ def bracket_place(
     the intent sent. The plan's values and the ``condition`` are then written once the answer
     is in; ``condition.held`` says whether the guard still held (a run stopped while the
     request was in flight: the bracket is recorded all the same, the run's moves are not).
+    ``fired_ms``: the time ``fire`` marks the intent fired with, when it was sent ahead
+    (RunnerLock.fire_ahead); the request is valid from then. Default: now.
 
     Raises OrphansDetected, PositionExists, BracketRefused (nothing placed), BracketRolledBack,
     BracketBroken (critical alert sent), BracketUnknown (resolve later by label); a guard's
@@ -455,7 +458,8 @@ def bracket_place(
         if not gateway.supports_linked_orders or armed.bracket_id != plan.bracket_id:
             raise ValueError("an armed intent serves the linked bracket made with its id")
         bracket, rows = _intent_rows(plan, gateway, armed)
-        fired_ms = int(time.time() * 1000)
+        if fired_ms is None:
+            fired_ms = int(time.time() * 1000)
         if (fire or _fire_refused)(armed.key, fired_ms):  # the lock is ours, it was armed
             record = _Materialize(condition)
             return _place_linked(gateway, plan, bracket, rows, record, valid_from_ms=fired_ms)

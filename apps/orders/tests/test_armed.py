@@ -22,10 +22,11 @@ from apps.orders.models import Bracket, BracketState, Order, OrderRole, OrderSta
 from apps.orders.reconcile import reconcile
 from apps.orders.tests.faulty import FaultyPaperBroker
 from apps.orders.tests.test_brackets import INSTRUMENT, plan_for
+from apps.strategies.control import control_key, control_version
 from apps.strategies.models import RunState, RunTransition, StrategyRun
-from apps.strategies.runner.lock import LockLost, RunnerLock
+from apps.strategies.runner.lock import LOCK_NAME, ControlChanged, LockLost, RunnerLock
 from apps.strategies.services import Step, run_path
-from tradebaas.redis import redis_client
+from tradebaas.redis import redis_client, rkey
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +93,66 @@ def test_a_loop_that_lost_the_lock_fires_nothing(gateway, lock):
     with pytest.raises(LockLost):
         other.fire(intent.key, now_ms())
     assert mark(intent) == ARMED
+
+
+def test_a_fire_sent_ahead_fires_once_when_taken(gateway, lock):
+    intent = arm(gateway)
+    at = now_ms()
+    ahead = lock.fire_ahead(intent.key, at, control=control_version())
+    assert ahead.serves(intent.key, control_version())
+    assert ahead.take() is True
+    assert mark(intent) == f"fired:{at}"
+    assert not ahead.serves(intent.key, control_version())
+    ahead.settle()  # taken: nothing to settle
+    assert mark(intent) == f"fired:{at}"
+    assert lock.fire(intent.key, now_ms()) is False
+
+
+def test_a_fire_sent_ahead_and_not_used_arms_the_intent_again(gateway, lock):
+    intent = arm(gateway)
+    lock.fire_ahead(intent.key, now_ms(), control=control_version()).settle()
+    assert mark(intent) == ARMED
+    assert lock.fire(intent.key, now_ms()) is True  # still good for the next close
+
+
+def test_a_fire_sent_ahead_is_refused_after_a_control_change(gateway, lock):
+    intent = arm(gateway)
+    seen = control_version()  # the decision's reads were made under this version
+    redis_client().incr(control_key())  # a Stop or a settings change, before the candle
+    ahead = lock.fire_ahead(intent.key, now_ms(), control=seen)
+    with pytest.raises(ControlChanged):
+        ahead.take()
+    assert mark(intent) == ARMED
+
+
+def test_a_fire_sent_ahead_without_the_lock_fires_nothing(gateway, lock):
+    intent = arm(gateway)
+    other = RunnerLock(run_id=1, fence=lock.fence + 1)
+    other._renewed_at = lock._renewed_at
+    ahead = other.fire_ahead(intent.key, now_ms(), control=control_version())
+    with pytest.raises(LockLost):
+        ahead.take()
+    assert mark(intent) == ARMED
+
+
+def test_a_fire_sent_ahead_is_not_undone_once_the_lock_is_lost(gateway, lock):
+    """The unfire needs the lock: a successor's reconcile settles the intent as fired (its
+    labels looked up, nothing found), never one a successor could be about to use."""
+    intent = arm(gateway)
+    at = now_ms()
+    ahead = lock.fire_ahead(intent.key, at, control=control_version())
+    redis_client().set(rkey(LOCK_NAME), "someone-else")
+    ahead.settle()
+    assert mark(intent) == f"fired:{at}"
+
+
+def test_a_fire_sent_ahead_after_redis_lost_its_scripts_fires_the_usual_way(gateway, lock):
+    intent = arm(gateway)
+    redis_client().script_flush()
+    at = now_ms()
+    ahead = lock.fire_ahead(intent.key, at, control=control_version())
+    assert ahead.take() is True  # NOSCRIPT: nothing ran; fired by the script loaded again
+    assert mark(intent) == f"fired:{at}"
 
 
 def test_disarm_deletes_an_intent_never_fired_and_keeps_a_fired_one(gateway, lock):

@@ -37,6 +37,7 @@ from typing import Any
 from django.db import close_old_connections, connection
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from redis.exceptions import RedisError
 
 from apps.brokers.base import (
     LABEL_PREFIX,
@@ -91,7 +92,7 @@ from apps.strategies.runner.entry import (
     entry_context_gather,
     standing_read,
 )
-from apps.strategies.runner.lock import ControlChanged, LockLost, RunnerLock
+from apps.strategies.runner.lock import ControlChanged, FireAhead, LockLost, RunnerLock
 from apps.strategies.runner.supervisor import LAUNCH_KEY
 from apps.strategies.services import (
     Step,
@@ -736,6 +737,33 @@ class Loop:
     # --- analysing and entering ----------------------------------------------------------------
 
     def _analyze(self, received: float) -> None:
+        ahead = self._fire_ahead()
+        try:
+            self._decide(received, ahead)
+        finally:
+            if ahead is not None:
+                ahead.settle()  # not used for a request: the intent is armed again
+
+    def _fire_ahead(self) -> FireAhead | None:
+        """The armed intent's fire, sent before the analysis when this close will use the
+        context gathered while waiting (``_entry_context``): its round trip overlaps the
+        analysis and the sizing. None otherwise (the usual fire then comes at the request)."""
+        ctx, armed = self.ready, self.armed
+        if (
+            armed is None
+            or ctx is None
+            or ctx.control is None
+            or not ctx.young()
+            or not self.gateway.supports_linked_orders
+        ):
+            return None
+        try:
+            return self.lock.fire_ahead(armed.key, int(time.time() * 1000), control=ctx.control)
+        except RedisError:  # not sent: the usual fire, at the request, says what Redis says
+            log.warning("fire ahead not sent", exc_info=True)
+            return None
+
+    def _decide(self, received: float, ahead: FireAhead | None) -> None:
         signal = self.strategy.analyze(list(self.window))
         if signal is None:
             self._push_checkpoints(None)
@@ -751,8 +779,11 @@ class Loop:
         pending: list[dict[str, Any]] = []
         try:
             try:
-                plan, sized = self._enter(signal, self._entry_context(), pending, first=True)
+                ctx = self._entry_context()
+                plan, sized = self._enter(signal, ctx, pending, first=True, ahead=ahead)
             except ControlChanged:  # nothing fired or written: decide again on a fresh read
+                if ahead is not None:
+                    ahead.settle()  # fired before the change was seen: armed again
                 ctx = self._entry_context(read=True)
                 plan, sized = self._enter(signal, ctx, pending, first=False)
         finally:
@@ -768,13 +799,21 @@ class Loop:
         self._push_checkpoints(signal)
 
     def _enter(
-        self, signal: Any, ctx: EntryContext, pending: list[dict[str, Any]], *, first: bool
+        self,
+        signal: Any,
+        ctx: EntryContext,
+        pending: list[dict[str, Any]],
+        *,
+        first: bool,
+        ahead: FireAhead | None = None,
     ) -> tuple[BracketPlan | None, Any]:
         """Size ``signal`` on ``ctx`` and place its bracket; (None, None) when refused.
 
         ``first``: ControlChanged is raised, with nothing written or sent, if a run or the risk
         settings changed since ``ctx`` was read (checked by the fire, or before a refusal); the
-        second attempt comes right after reading them again."""
+        second attempt comes right after reading them again. ``ahead``: the intent's fire, sent
+        as the candle arrived (``_fire_ahead``), used if it was made for this intent under
+        ``ctx``'s control version."""
         armed = self.armed if self.gateway.supports_linked_orders else None
         control = ctx.control if first else None
         try:
@@ -794,8 +833,13 @@ class Loop:
             fence=self.fence,
         )
         condition = IntentCondition(path.guard, path.rows)
+        if ahead is not None and not (armed is not None and ahead.serves(armed.key, control)):
+            ahead.settle()  # not this decision's: the intent armed again before its own fire
+            ahead = None
 
         def fire(key: str, at_ms: int) -> bool:
+            if ahead is not None:
+                return ahead.take()
             return self.lock.fire(key, at_ms, control=control)
 
         self.armed = None  # an intent serves one bracket
@@ -808,6 +852,7 @@ class Loop:
                 condition=condition,
                 armed=armed,
                 fire=fire,
+                fired_ms=ahead.at_ms if ahead is not None else None,
             )
         except IntentRefused:  # stopped, paused or taken over: nothing written or sent
             raise LoopExit(self._why_refused()) from None

@@ -126,16 +126,16 @@ def test_a_stop_after_the_context_was_gathered_is_never_overtaken(ready, monkeyp
     """The trader presses Stop while the loop waits with everything gathered: the fire refuses
     (the version moved), the loop reads the run again and leaves; nothing is sent."""
     refused = []
-    fire = RunnerLock.fire
+    fired = RunnerLock._fired  # the answer of a fire, sent ahead (fire_ahead) or not (fire)
 
-    def fire_spy(self, key, at_ms, *, control=None):
+    def fired_spy(self, result: int) -> bool:
         try:
-            return fire(self, key, at_ms, control=control)
+            return fired(self, result)
         except ControlChanged:
-            refused.append(key)
+            refused.append(result)
             raise
 
-    monkeypatch.setattr(RunnerLock, "fire", fire_spy)
+    monkeypatch.setattr(RunnerLock, "_fired", fired_spy)
     keepalive = Loop._keepalive
 
     def no_heartbeat(self) -> None:  # its own read of the run would also see the Stop

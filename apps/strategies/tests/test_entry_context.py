@@ -282,3 +282,70 @@ def test_the_protections_history_in_one_query_is_what_the_orm_reads():
             ("take_profit", Decimal("2")), ("stop_loss", Decimal("-1")),
             ("stop_loss", Decimal("-0.5")),
         ]  # fmt: skip
+
+
+def test_a_close_without_a_signal_keeps_its_intent_armed_for_the_next(monkeypatch):
+    """The intent's fire is sent as the candle arrives (RunnerLock.fire_ahead). A close that
+    trades nothing arms the intent again, and the next signal goes out with that same intent."""
+    from apps.orders.models import BracketState
+    from apps.strategies.library.fast_test import FastTest
+    from apps.strategies.runner import loop as runner_loop
+    from apps.strategies.runner.lock import FireAhead, RunnerLock
+
+    armed_ids: list[str] = []
+    arm = runner_loop.bracket_arm
+
+    def arm_spy(**kwargs):
+        intent = arm(**kwargs)
+        armed_ids.append(intent.bracket_id)
+        return intent
+
+    aheads: list = []
+    fire_ahead = RunnerLock.fire_ahead
+
+    def ahead_spy(self, *args, **kwargs):
+        made = fire_ahead(self, *args, **kwargs)
+        aheads.append(made)
+        return made
+
+    taken: list = []
+    take = FireAhead.take
+
+    def take_spy(self):
+        taken.append(self)
+        return take(self)
+
+    monkeypatch.setattr(FireAhead, "take", take_spy)
+    quiet = itertools.count()
+    decide = FastTest.decide
+
+    def first_closes_quiet(self, candles):
+        return None if next(quiet) < 3 else decide(self, candles)
+
+    from apps.orders import brackets
+
+    forgotten: list[str] = []
+    forget = brackets.armed_forget
+
+    def forget_spy(bracket_id, pk):
+        forgotten.append(bracket_id)  # the fire found the intent not armed: written anew
+        forget(bracket_id, pk)
+
+    monkeypatch.setattr(brackets, "armed_forget", forget_spy)
+    monkeypatch.setattr(runner_loop, "bracket_arm", arm_spy)
+    monkeypatch.setattr(RunnerLock, "fire_ahead", ahead_spy)
+    monkeypatch.setattr(FastTest, "decide", first_closes_quiet)
+    run = make_run()
+    gateway = paper_gateway()
+    stop = threading.Event()
+    with Driver(gateway, stop, until=lambda e: len(e.trades()) >= 1) as driver:
+        run_loop_forever(run.id, gateway_factory=lambda r: gateway, stop=stop, max_seconds=60)
+    gateway.close()
+    assert driver.error is None
+    assert len(aheads) >= 3 and all(ahead.settled for ahead in aheads)
+    assert len(taken) == 1  # the signal went out on a fire sent ahead
+    first = Bracket.objects.exclude(state=BracketState.ARMED).order_by("pk").first()
+    assert first is not None
+    assert first.bracket_id == armed_ids[0]  # armed before the quiet closes, used after them
+    assert forgotten == []  # each quiet close armed it again
+    assert not Bracket.objects.filter(state=BracketState.ARMED).exists()

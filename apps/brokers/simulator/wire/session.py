@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,20 +52,47 @@ class Session:
         self._outbox.put_nowait(_DROP)
 
     async def write_loop(self) -> None:
-        """Drain the outbox onto the socket until the session closes."""
+        """Drain the outbox onto the socket until the session closes.
+
+        What was queued together leaves together: the frames of one burst (an order's
+        notifications and its answer) are written corked, so they reach the client in one
+        segment and wake it once, as an exchange's gateway sends them, instead of waking it
+        for the first frame while the next waits behind its processing."""
         assert self.ws is not None
         while True:
-            item = await self._outbox.get()
-            if item is None or self.ws.closed:
-                return
-            if item is _DROP:
-                await asyncio.sleep(0.01)  # let the kernel flush the last frame
-                self.drop()
-                return
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            corked = len(batch) > 1 and self._cork(True)
             try:
-                await self.ws.send_str(str(item))
-            except (ConnectionError, RuntimeError):
-                return
+                for item in batch:
+                    if item is None or self.ws.closed:
+                        return
+                    if item is _DROP:
+                        if corked:
+                            corked = not self._cork(False)
+                        await asyncio.sleep(0.01)  # let the kernel flush the last frame
+                        self.drop()
+                        return
+                    try:
+                        await self.ws.send_str(str(item))
+                    except (ConnectionError, RuntimeError):
+                        return
+            finally:
+                if corked:
+                    self._cork(False)
+
+    def _cork(self, on: bool) -> bool:
+        """TCP_CORK on the connection's socket (Linux); False where it cannot be set."""
+        option = getattr(socket, "TCP_CORK", None)
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if option is None or sock is None:
+            return False
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+        except OSError:
+            return False
+        return True
 
     def stop_writing(self) -> None:
         self._outbox.put_nowait(None)
