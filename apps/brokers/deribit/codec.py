@@ -10,6 +10,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from apps.brokers.base import (
     AccountSummary,
     BracketRequest,
@@ -43,15 +45,18 @@ def _json_default(value: Any) -> Any:
 
 
 def encode_request(request_id: int, method: str, params: dict[str, Any] | None = None) -> str:
-    return json.dumps(
-        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}},
-        default=_json_default,
-        separators=(",", ":"),
-    )
+    """One request as JSON text (orjson: about ten times faster than the standard library on
+    an order's parameters; this is on the path from a candle to the exchange)."""
+    request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
+    try:
+        return orjson.dumps(request, default=_json_default).decode()
+    except TypeError:  # what orjson does not write (integers above 64 bits): the standard way
+        return json.dumps(request, default=_json_default, separators=(",", ":"))
 
 
 def decode_message(text: str | bytes) -> dict[str, Any]:
-    message = json.loads(text)
+    """A message from Deribit (orjson; it raises ``ValueError`` on what is not JSON)."""
+    message = orjson.loads(text)
     if not isinstance(message, dict):
         raise ValueError("a Deribit message is a JSON object")
     return message

@@ -771,7 +771,8 @@ class Loop:
         # Hot path (entry.py): with an intent armed ahead (armed.py) and the context gathered
         # while waiting, NO database read: the sizing, then ONE Redis round trip (the lock
         # check that fires the intent, refused if a run or the risk settings changed since the
-        # context's reads, control.py) and ONE request. Otherwise, or after such a change, ONE
+        # context's reads, control.py; sent ahead as the candle arrived, see _fire_ahead) and
+        # ONE request. Otherwise, or after such a change, ONE
         # query first (the run's row, to stop if it was stopped, paused or taken over, and the
         # risk settings, fresh); without an armed intent, ONE statement writes the intent with
         # the run's fenced moves before the request. The plan's rows, the run's moves, their

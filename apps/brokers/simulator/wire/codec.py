@@ -11,6 +11,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from apps.brokers.simulator.wire.errors import PARSE_ERROR, RpcError
 
 
@@ -40,7 +42,12 @@ def _default(value: Any) -> Any:
 
 
 def dumps(message: Any) -> str:
-    return json.dumps(message, default=_default, separators=(",", ":"))
+    """``message`` as compact JSON text (orjson, falling back to the standard library for what
+    orjson does not write: integers above 64 bits)."""
+    try:
+        return orjson.dumps(message, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(message, default=_default, separators=(",", ":"))
 
 
 def result_message(request_id: Any, result: Any, *, us_in: int, testnet: bool) -> dict[str, Any]:
