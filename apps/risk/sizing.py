@@ -35,6 +35,7 @@ risk is then below the target by more than one step; it still never exceeds it).
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation, localcontext
@@ -197,6 +198,27 @@ def _check_spec(spec: InstrumentSpec) -> None:
         raise _refuse(RefusalCode.INVALID_INPUT, "instrument taker fee is negative", "instrument")
 
 
+_SPEC_NUMBERS = ("amount_step", "min_amount", "max_leverage", "taker_fee", "tick_size")
+
+
+def _spec_numbers(spec: InstrumentSpec) -> dict[str, Fraction]:
+    """The instrument's numbers as exact rationals, checked (``_check_spec``). An
+    ``InstrumentSpec`` is immutable, so this is done once per spec, not once per trade."""
+    try:
+        hash(spec)
+    except TypeError:  # a spec holding something unhashable: checked every time
+        return _spec_numbers_now(spec)
+    return _spec_numbers_cached(spec)
+
+
+def _spec_numbers_now(spec: InstrumentSpec) -> dict[str, Fraction]:
+    _check_spec(spec)
+    return {name: Fraction(getattr(spec, name)) for name in _SPEC_NUMBERS}
+
+
+_spec_numbers_cached = functools.lru_cache(maxsize=256)(_spec_numbers_now)
+
+
 def size_position(
     *,
     spec: InstrumentSpec,
@@ -228,7 +250,7 @@ def size_position(
         raise _refuse(
             RefusalCode.INVALID_INPUT, f"mode must be percent or fixed, not {mode!r}", "mode"
         ) from None
-    _check_spec(spec)
+    numbers = _spec_numbers(spec)
     e = _positive("entry", entry)
     s = _positive("stop", stop)
     eq = _positive("equity", equity)
@@ -268,8 +290,8 @@ def size_position(
 
     price_loss, fees_per_unit = loss_per_unit(spec, e, s)
     per_unit = price_loss + fees_per_unit if include_fees else price_loss
-    step = Fraction(spec.amount_step)
-    min_amount = Fraction(spec.min_amount)
+    step = numbers["amount_step"]
+    min_amount = numbers["min_amount"]
     steps = math.floor(target / (per_unit * step))
     amount = steps * step
     if amount < min_amount:
@@ -281,8 +303,8 @@ def size_position(
             "value",
         )
 
-    max_leverage = Fraction(spec.max_leverage)
-    fee_rate = Fraction(spec.taker_fee)
+    max_leverage = numbers["max_leverage"]
+    fee_rate = numbers["taker_fee"]
 
     def fits(candidate: Fraction) -> tuple[bool, bool, bool]:
         notional = _notional(spec, candidate, e)
@@ -364,7 +386,7 @@ def size_position(
                 "LARGE_RISK", f"the target risk is {_plain(target * 100 / eq, 1)} % of the equity"
             )
         )
-    tick = Fraction(spec.tick_size)
+    tick = numbers["tick_size"]
     off_tick = [
         name for name, price in (("entry", e), ("stop", s)) if (price / tick).denominator != 1
     ]

@@ -147,10 +147,19 @@ class DeribitSimServer:
                 session, error_message(None, error, us_in=us_in, testnet=self.options.testnet)
             )
             return
-        session.spawn(self._serve_websocket(session, request, us_in))
+        # Answered at once when nothing has to be awaited (as the exchange's gateway answers
+        # without a queue of its own); an asynchronous method or an injected delay goes on in
+        # a task of the session.
+        answer = self.answer_now(session, request, us_in)
+        if asyncio.iscoroutine(answer):
+            session.spawn(self._deliver_later(session, answer))
+        else:
+            self._deliver(session, answer)
 
-    async def _serve_websocket(self, session: Session, request: Any, us_in: int) -> None:
-        answer = await self.answer(session, request, us_in)
+    async def _deliver_later(self, session: Session, answer: Any) -> None:
+        self._deliver(session, await answer)
+
+    def _deliver(self, session: Session, answer: Any) -> None:
         if answer is not NO_ANSWER and not session.closed:
             self._send_answer(session, answer)
             if session.drop_after_answer:
@@ -212,7 +221,24 @@ class DeribitSimServer:
         http_token: str | bool | None = None,
     ) -> Any:
         """The answer message for ``request``, or ``NO_ANSWER`` (frozen, dropped, logout)."""
-        testnet = self.options.testnet
+        answer = self.answer_now(
+            session, request, us_in, from_query=from_query, http_token=http_token
+        )
+        if asyncio.iscoroutine(answer):
+            answer = await answer
+        return answer
+
+    def answer_now(
+        self,
+        session: Session,
+        request: Any,
+        us_in: int,
+        *,
+        from_query: bool = False,
+        http_token: str | bool | None = None,
+    ) -> Any:
+        """``answer`` without waiting where nothing has to be awaited: the message or
+        ``NO_ANSWER``; else a coroutine that gives one (an asynchronous method, a delay)."""
         request_id = None
         method = ""
         if self.faults.frozen:
@@ -266,32 +292,75 @@ class DeribitSimServer:
             self.market.sync_clock()
             result = spec.handler(call)
             if inspect.isawaitable(result):
-                result = await result
-            if result is NO_ANSWER:
-                return NO_ANSWER
-            if self.faults.take_drop(method, raw_params, "after"):
-                session.drop()
-                return NO_ANSWER
-            message = result_message(request_id, result, us_in=us_in, testnet=testnet)
-        except RpcError as error:
-            message = error_message(request_id, error, us_in=us_in, testnet=testnet)
-        except ExchangeError as exc:
-            error = RpcError(int(exc.code), exc.message, exc.data)
-            message = error_message(request_id, error, us_in=us_in, testnet=testnet)
-        except asyncio.CancelledError:
-            raise
+                return self._answer_later(session, request_id, method, raw_params, us_in, result)
+            message = self._answered(session, request_id, method, raw_params, us_in, result)
         except Exception as exc:  # the server never dies on bad input
-            log.exception("simulator failed on %s", method)
-            error = RpcError(10001, "error", {"reason": f"{type(exc).__name__}: {exc}"})
-            message = error_message(request_id, error, us_in=us_in, testnet=testnet)
+            message = self._failed(request_id, method, exc, us_in)
+        return self._as_sent(request_id, method, message)
+
+    async def _answer_later(
+        self,
+        session: Session,
+        request_id: Any,
+        method: str,
+        raw_params: dict[str, Any],
+        us_in: int,
+        result: Any,
+    ) -> Any:
+        try:
+            result = await result
+            message = self._answered(session, request_id, method, raw_params, us_in, result)
+        except Exception as exc:
+            message = self._failed(request_id, method, exc, us_in)
+        answer = self._as_sent(request_id, method, message)
+        if asyncio.iscoroutine(answer):
+            answer = await answer
+        return answer
+
+    def _answered(
+        self,
+        session: Session,
+        request_id: Any,
+        method: str,
+        raw_params: dict[str, Any],
+        us_in: int,
+        result: Any,
+    ) -> Any:
+        if result is NO_ANSWER:
+            return NO_ANSWER
+        if self.faults.take_drop(method, raw_params, "after"):
+            session.drop()
+            return NO_ANSWER
+        return result_message(request_id, result, us_in=us_in, testnet=self.options.testnet)
+
+    def _failed(self, request_id: Any, method: str, exc: Exception, us_in: int) -> dict[str, Any]:
+        testnet = self.options.testnet
+        if isinstance(exc, RpcError):
+            return error_message(request_id, exc, us_in=us_in, testnet=testnet)
+        if isinstance(exc, ExchangeError):
+            error = RpcError(int(exc.code), exc.message, exc.data)
+            return error_message(request_id, error, us_in=us_in, testnet=testnet)
+        log.error("simulator failed on %s", method, exc_info=exc)
+        error = RpcError(10001, "error", {"reason": f"{type(exc).__name__}: {exc}"})
+        return error_message(request_id, error, us_in=us_in, testnet=testnet)
+
+    def _as_sent(self, request_id: Any, method: str, message: Any) -> Any:
+        """The message as it goes out: without an id if the request had none, after the delay
+        the faults inject (a coroutine then), or NO_ANSWER if the server froze."""
+        if message is NO_ANSWER:
+            return NO_ANSWER
         if request_id is None:
             message.pop("id", None)
         delay = self.faults.delay_for(method)
         if delay:
-            await asyncio.sleep(delay)
+            return self._delayed(message, delay)
         if self.faults.frozen:
             return NO_ANSWER
         return message
+
+    async def _delayed(self, message: dict[str, Any], delay: float) -> Any:
+        await asyncio.sleep(delay)
+        return NO_ANSWER if self.faults.frozen else message
 
     def _authorised(
         self, session: Session, access_token: Any, http_token: str | bool | None

@@ -316,6 +316,17 @@ def test_broken_instrument_spec_is_refused():
     assert refused.code is RefusalCode.INVALID_INPUT
 
 
+def test_a_spec_is_checked_once_but_refused_every_time():
+    """The spec's numbers are checked and converted once per spec (specs are immutable): a broken
+    spec is refused on every trade, and a spec equal to one already seen sizes the same."""
+    broken = replace(BTC, taker_fee=D("-0.0005"))
+    for _ in range(2):
+        assert refusal(broken).code is RefusalCode.INVALID_INPUT
+    first = size(replace(BTC, amount_step=D("20")))
+    again = size(replace(BTC, amount_step=D("20")))  # an equal spec, another object
+    assert again == first and first.amount % 20 == 0
+
+
 # --- warnings ------------------------------------------------------------------------------
 
 
