@@ -143,6 +143,35 @@ class IntentCondition:
         return self.written[-1] if self.written else None
 
 
+class IntentConditionLater:
+    """An ``IntentCondition`` made when the placement first needs its guard or rows: with an
+    intent armed ahead, once the exchange has answered, so they are not built on the way from
+    the candle to the request. ``build`` returns ``(guard, rows)``; the caller checks before
+    placing that they can be built (a refusal must come before anything is sent)."""
+
+    def __init__(self, build: Callable[[], tuple[GuardedUpdate, list[Any]]]) -> None:
+        self._build = build
+        self._made: tuple[GuardedUpdate, list[Any]] | None = None
+        self.written: list[bool] = []
+
+    def _parts(self) -> tuple[GuardedUpdate, list[Any]]:
+        if self._made is None:
+            self._made = self._build()
+        return self._made
+
+    @property
+    def guard(self) -> GuardedUpdate:
+        return self._parts()[0]
+
+    @property
+    def rows(self) -> list[Any]:
+        return self._parts()[1]
+
+    @property
+    def held(self) -> bool | None:
+        return self.written[-1] if self.written else None
+
+
 class BracketRefused(BracketError):
     """The exchange refused: nothing was placed."""
 
@@ -276,7 +305,9 @@ def _assign(obj: Any, **values: Any) -> None:
 
 
 def _write_intent(
-    plan: BracketPlan, gateway: BrokerGateway, condition: IntentCondition | None = None
+    plan: BracketPlan,
+    gateway: BrokerGateway,
+    condition: IntentCondition | IntentConditionLater | None = None,
 ) -> tuple[Bracket, dict[str, Order]]:
     """Bracket and order rows before anything is sent. A linked set goes out in one request
     right after this, so its rows say SENT at once (the crash-safe side: look them up).
@@ -304,7 +335,7 @@ def _write_intent(
 def _materialize(
     bracket: Bracket,
     rows: dict[str, Order],
-    condition: IntentCondition | None,
+    condition: IntentCondition | IntentConditionLater | None,
     state: str,
     *,
     error: str = "",
@@ -428,7 +459,7 @@ def bracket_place(
     plan: BracketPlan,
     guard: Guard | None = None,
     check: AccountCheck | None = None,
-    condition: IntentCondition | None = None,
+    condition: IntentCondition | IntentConditionLater | None = None,
     armed: ArmedIntent | None = None,
     fire: Fire | None = None,
     fired_ms: int | None = None,
@@ -502,7 +533,7 @@ class _Written:
 class _Materialize:
     """A linked bracket sent with an armed intent: its rows get the plan once answered."""
 
-    def __init__(self, condition: IntentCondition | None) -> None:
+    def __init__(self, condition: IntentCondition | IntentConditionLater | None) -> None:
         self.condition = condition
 
     def before_send(self, bracket: Bracket) -> None:

@@ -161,12 +161,11 @@ def run_path(*, run_id: int, start: RunState, steps: list[Step], fence: int) -> 
     (``apps.orders.brackets.bracket_place``), and for its close (POSITION_OPEN → CLOSING →
     ANALYZING, written with the trade): ONE conditional UPDATE from ``start`` to the last
     state and the transition rows. Each move must be one ``run_transition`` allows."""
+    run_path_check(start, steps)
     state = start
     rows: list[RunTransition] = []
     announcements: list[dict[str, Any]] = []
     for step in steps:
-        if step.to in (RunState.ERROR, RunState.PAUSED) or state not in _ALLOWED_FROM[step.to]:
-            raise ValueError(f"{state} → {step.to} is not a move of the loop's path")
         rows.append(
             RunTransition(
                 run_id=run_id,
@@ -195,6 +194,18 @@ def run_path(*, run_id: int, start: RunState, steps: list[Step], fence: int) -> 
         where={"id": run_id, "state": str(start), "is_active": True, "fence": fence},
     )
     return RunPath(guard=guard, rows=rows, announcements=announcements, final=state)
+
+
+def run_path_check(start: RunState, steps: list[Step]) -> RunState:
+    """The last state of ``steps`` from ``start``; ValueError when a move is not one of the
+    loop's path (``run_path`` checks this first; callers that build the path later check it
+    before they act)."""
+    state = start
+    for step in steps:
+        if step.to in (RunState.ERROR, RunState.PAUSED) or state not in _ALLOWED_FROM[step.to]:
+            raise ValueError(f"{state} → {step.to} is not a move of the loop's path")
+        state = step.to
+    return state
 
 
 def run_path_written(path: RunPath) -> None:

@@ -60,7 +60,7 @@ from apps.orders.armed import ArmedIntent, bracket_arm, bracket_disarm
 from apps.orders.brackets import (
     BracketPlan,
     BracketUnknown,
-    IntentCondition,
+    IntentConditionLater,
     IntentRefused,
     OrphansDetected,
     bracket_place,
@@ -99,6 +99,7 @@ from apps.strategies.services import (
     run_announce,
     run_heartbeat,
     run_path,
+    run_path_check,
     run_path_written,
     run_transition,
 )
@@ -824,16 +825,18 @@ class Loop:
                 raise ControlChanged("refused on reads made before a change") from exc
             self._refused(signal, exc, pending)
             return None, None
-        path = run_path(
-            run_id=self.run_id,
-            start=self.state,
-            steps=[
-                Step(RunState.SIGNAL_DETECTED, "signal", signal.reason, _signal_context(signal)),
-                Step(RunState.ENTERING_POSITION, "placing", "", {"bracket": plan.bracket_id}),
-            ],
-            fence=self.fence,
-        )
-        condition = IntentCondition(path.guard, path.rows)
+        steps = [
+            Step(RunState.SIGNAL_DETECTED, "signal", signal.reason, _signal_context(signal)),
+            Step(RunState.ENTERING_POSITION, "placing", "", {"bracket": plan.bracket_id}),
+        ]
+        run_path_check(self.state, steps)  # before anything is sent
+        path = functools.cache(
+            functools.partial(
+                run_path, run_id=self.run_id, start=self.state, steps=steps, fence=self.fence
+            )
+        )  # its rows are made when first needed: with an armed intent, after the answer
+
+        condition = IntentConditionLater(lambda: (path().guard, path().rows))
         if ahead is not None and not (armed is not None and ahead.serves(armed.key, control)):
             ahead.settle()  # not this decision's: the intent armed again before its own fire
             ahead = None
@@ -870,11 +873,11 @@ class Loop:
                 .first()
             )
             if condition.held:  # the run's moves were written with the bracket
-                self._entered(path, pending)
+                self._entered(path(), pending)
             raise
         if not condition.held:
             self._placed_while_stopping(plan)
-        self._entered(path, pending)
+        self._entered(path(), pending)
         return plan, sized
 
     def _placed_while_stopping(self, plan: BracketPlan) -> None:
