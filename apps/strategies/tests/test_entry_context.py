@@ -323,6 +323,7 @@ def test_a_close_without_a_signal_keeps_its_intent_armed_for_the_next(monkeypatc
         return None if next(quiet) < 3 else decide(self, candles)
 
     from apps.orders import brackets
+    from apps.orders.gateway import BrokerGateway
 
     forgotten: list[str] = []
     forget = brackets.armed_forget
@@ -331,6 +332,19 @@ def test_a_close_without_a_signal_keeps_its_intent_armed_for_the_next(monkeypatc
         forgotten.append(bracket_id)  # the fire found the intent not armed: written anew
         forget(bracket_id, pk)
 
+    order: list[str] = []  # the request, and the run's path rows: which came first
+    path, place = runner_loop.run_path, BrokerGateway.place_bracket
+
+    def path_spy(**kwargs):
+        order.append("path rows")
+        return path(**kwargs)
+
+    def place_spy(self, request):
+        order.append("request")
+        return place(self, request)
+
+    monkeypatch.setattr(runner_loop, "run_path", path_spy)
+    monkeypatch.setattr(BrokerGateway, "place_bracket", place_spy)
     monkeypatch.setattr(brackets, "armed_forget", forget_spy)
     monkeypatch.setattr(runner_loop, "bracket_arm", arm_spy)
     monkeypatch.setattr(RunnerLock, "fire_ahead", ahead_spy)
@@ -348,4 +362,6 @@ def test_a_close_without_a_signal_keeps_its_intent_armed_for_the_next(monkeypatc
     assert first is not None
     assert first.bracket_id == armed_ids[0]  # armed before the quiet closes, used after them
     assert forgotten == []  # each quiet close armed it again
+    # with an intent armed ahead, the run's path rows are made once the exchange has answered
+    assert order[:2] == ["request", "path rows"], order
     assert not Bracket.objects.filter(state=BracketState.ARMED).exists()
