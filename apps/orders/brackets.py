@@ -24,6 +24,7 @@ it raises, nothing more is sent and what was placed is rolled back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -126,49 +127,37 @@ class IntentRefused(BracketError):
     code = "INTENT_REFUSED"
 
 
-@dataclass(frozen=True)
 class IntentCondition:
     """Writes that go with a bracket's rows or not at all: ``guard`` must match its row, and
     ``rows`` are inserted with the intent, or with the answer for an intent armed ahead (the
     runner: its run still active, owned by its lock's fence and in the state it left; the
-    run's transition rows)."""
+    run's transition rows).
 
-    guard: GuardedUpdate
-    rows: list[Any]
-    written: list[bool] = field(default_factory=list)  # whether the guard held, once tried
+    ``made`` is what ``build`` returns (anything with ``guard`` and ``rows``: the runner's
+    ``RunPath``), built when the placement first needs it: with an intent armed ahead, once
+    the exchange has answered, so none of it is built on the way from the candle to the
+    request. The caller checks before placing that it can be built (a refusal comes before
+    anything is sent)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self.written: list[bool] = []  # whether the guard held, once tried
+
+    @functools.cached_property
+    def made(self) -> Any:
+        return self._build()
+
+    @property
+    def guard(self) -> GuardedUpdate:
+        return self.made.guard
+
+    @property
+    def rows(self) -> list[Any]:
+        return self.made.rows
 
     @property
     def held(self) -> bool | None:
         """True: written with the bracket; False: the guard did not hold; None: not tried."""
-        return self.written[-1] if self.written else None
-
-
-class IntentConditionLater:
-    """An ``IntentCondition`` made when the placement first needs its guard or rows: with an
-    intent armed ahead, once the exchange has answered, so they are not built on the way from
-    the candle to the request. ``build`` returns ``(guard, rows)``; the caller checks before
-    placing that they can be built (a refusal must come before anything is sent)."""
-
-    def __init__(self, build: Callable[[], tuple[GuardedUpdate, list[Any]]]) -> None:
-        self._build = build
-        self._made: tuple[GuardedUpdate, list[Any]] | None = None
-        self.written: list[bool] = []
-
-    def _parts(self) -> tuple[GuardedUpdate, list[Any]]:
-        if self._made is None:
-            self._made = self._build()
-        return self._made
-
-    @property
-    def guard(self) -> GuardedUpdate:
-        return self._parts()[0]
-
-    @property
-    def rows(self) -> list[Any]:
-        return self._parts()[1]
-
-    @property
-    def held(self) -> bool | None:
         return self.written[-1] if self.written else None
 
 
@@ -307,7 +296,7 @@ def _assign(obj: Any, **values: Any) -> None:
 def _write_intent(
     plan: BracketPlan,
     gateway: BrokerGateway,
-    condition: IntentCondition | IntentConditionLater | None = None,
+    condition: IntentCondition | None = None,
 ) -> tuple[Bracket, dict[str, Order]]:
     """Bracket and order rows before anything is sent. A linked set goes out in one request
     right after this, so its rows say SENT at once (the crash-safe side: look them up).
@@ -335,7 +324,7 @@ def _write_intent(
 def _materialize(
     bracket: Bracket,
     rows: dict[str, Order],
-    condition: IntentCondition | IntentConditionLater | None,
+    condition: IntentCondition | None,
     state: str,
     *,
     error: str = "",
@@ -459,7 +448,7 @@ def bracket_place(
     plan: BracketPlan,
     guard: Guard | None = None,
     check: AccountCheck | None = None,
-    condition: IntentCondition | IntentConditionLater | None = None,
+    condition: IntentCondition | None = None,
     armed: ArmedIntent | None = None,
     fire: Fire | None = None,
     fired_ms: int | None = None,
@@ -533,7 +522,7 @@ class _Written:
 class _Materialize:
     """A linked bracket sent with an armed intent: its rows get the plan once answered."""
 
-    def __init__(self, condition: IntentCondition | IntentConditionLater | None) -> None:
+    def __init__(self, condition: IntentCondition | None) -> None:
         self.condition = condition
 
     def before_send(self, bracket: Bracket) -> None:

@@ -205,10 +205,9 @@ def _spec_numbers(spec: InstrumentSpec) -> dict[str, Fraction]:
     """The instrument's numbers as exact rationals, checked (``_check_spec``). An
     ``InstrumentSpec`` is immutable, so this is done once per spec, not once per trade."""
     try:
-        hash(spec)
+        return _spec_numbers_cached(spec)
     except TypeError:  # a spec holding something unhashable: checked every time
         return _spec_numbers_now(spec)
-    return _spec_numbers_cached(spec)
 
 
 def _spec_numbers_now(spec: InstrumentSpec) -> dict[str, Fraction]:

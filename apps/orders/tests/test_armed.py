@@ -204,7 +204,7 @@ def test_the_runs_moves_are_written_with_the_answer_when_the_run_is_still_its_lo
     )
     intent = arm(gateway, run.id)
     path = _run_path(run)
-    condition = IntentCondition(path.guard, path.rows)
+    condition = IntentCondition(lambda: path)
     bracket_place(
         gateway=gateway,
         plan=armed_plan(gateway, intent),
@@ -226,7 +226,7 @@ def test_a_run_stopped_while_the_request_was_out_gets_no_moves_but_the_bracket_i
     )
     intent = arm(gateway, run.id)
     path = _run_path(run)
-    condition = IntentCondition(path.guard, path.rows)
+    condition = IntentCondition(lambda: path)
     place = gateway.place_bracket
 
     def stopped_meanwhile(request):

@@ -60,7 +60,7 @@ from apps.orders.armed import ArmedIntent, bracket_arm, bracket_disarm
 from apps.orders.brackets import (
     BracketPlan,
     BracketUnknown,
-    IntentConditionLater,
+    IntentCondition,
     IntentRefused,
     OrphansDetected,
     bracket_place,
@@ -772,8 +772,8 @@ class Loop:
         # Hot path (entry.py): with an intent armed ahead (armed.py) and the context gathered
         # while waiting, NO database read: the sizing, then ONE Redis round trip (the lock
         # check that fires the intent, refused if a run or the risk settings changed since the
-        # context's reads, control.py; sent ahead as the candle arrived, see _fire_ahead) and
-        # ONE request. Otherwise, or after such a change, ONE
+        # context's reads, control.py; sent ahead as the candle arrived, see _fire_ahead)
+        # and ONE request. Otherwise, or after such a change, ONE
         # query first (the run's row, to stop if it was stopped, paused or taken over, and the
         # risk settings, fresh); without an armed intent, ONE statement writes the intent with
         # the run's fenced moves before the request. The plan's rows, the run's moves, their
@@ -830,13 +830,12 @@ class Loop:
             Step(RunState.ENTERING_POSITION, "placing", "", {"bracket": plan.bracket_id}),
         ]
         run_path_check(self.state, steps)  # before anything is sent
-        path = functools.cache(
+        # the path's rows are made when first needed: with an armed intent, after the answer
+        condition = IntentCondition(
             functools.partial(
                 run_path, run_id=self.run_id, start=self.state, steps=steps, fence=self.fence
             )
-        )  # its rows are made when first needed: with an armed intent, after the answer
-
-        condition = IntentConditionLater(lambda: (path().guard, path().rows))
+        )
         if ahead is not None and not (armed is not None and ahead.serves(armed.key, control)):
             ahead.settle()  # not this decision's: the intent armed again before its own fire
             ahead = None
@@ -873,11 +872,11 @@ class Loop:
                 .first()
             )
             if condition.held:  # the run's moves were written with the bracket
-                self._entered(path(), pending)
+                self._entered(condition.made, pending)
             raise
         if not condition.held:
             self._placed_while_stopping(plan)
-        self._entered(path(), pending)
+        self._entered(condition.made, pending)
         return plan, sized
 
     def _placed_while_stopping(self, plan: BracketPlan) -> None:

@@ -104,21 +104,30 @@ def test_the_entry_path_takes_only_moves_run_transition_allows():
         run_path(run_id=1, start=RunState.ANALYZING, steps=[Step(RunState.PAUSED, "x")], fence=3)
 
 
+def spy(monkeypatch, owner, name: str, calls: list, note: str | None = None) -> None:
+    """Replace ``owner.name`` by a pass-through that appends to ``calls`` the call's result or,
+    with ``note``, the note when the call starts (to see which of two calls came first)."""
+    real = getattr(owner, name)
+
+    def passing(*args, **kwargs):
+        if note is not None:
+            calls.append(note)
+        result = real(*args, **kwargs)
+        if note is None:
+            calls.append(result)
+        return result
+
+    monkeypatch.setattr(owner, name, passing)
+
+
 def test_the_loop_sends_with_intents_armed_ahead_and_leaves_none_behind(monkeypatch):
     """The next bracket's intent is written while the loop waits (apps/orders/armed.py); the
     close fills it in and sends. A loop that ends deletes the one it did not use."""
     from apps.orders.models import BracketState
     from apps.strategies.runner import loop as runner_loop
 
-    armed_ids: list[str] = []
-    arm = runner_loop.bracket_arm
-
-    def spy(**kwargs):
-        intent = arm(**kwargs)
-        armed_ids.append(intent.bracket_id)
-        return intent
-
-    monkeypatch.setattr(runner_loop, "bracket_arm", spy)
+    intents: list = []
+    spy(monkeypatch, runner_loop, "bracket_arm", intents)
     run = make_run()
     gateway = paper_gateway()
     stop = threading.Event()
@@ -133,7 +142,8 @@ def test_the_loop_sends_with_intents_armed_ahead_and_leaves_none_behind(monkeypa
         Bracket.objects.exclude(state=BracketState.ARMED).values_list("bracket_id", flat=True)
     )
     assert len(placed) >= 3
-    assert placed & set(armed_ids), "no bracket went out with an intent armed ahead"
+    armed_ids = {intent.bracket_id for intent in intents}
+    assert placed & armed_ids, "no bracket went out with an intent armed ahead"
     assert not Bracket.objects.filter(state=BracketState.ARMED).exists()
     for bracket in Bracket.objects.filter(bracket_id__in=armed_ids):  # filled in after the answer
         assert bracket.side in ("buy", "sell") and bracket.amount > 0
@@ -287,67 +297,30 @@ def test_the_protections_history_in_one_query_is_what_the_orm_reads():
 def test_a_close_without_a_signal_keeps_its_intent_armed_for_the_next(monkeypatch):
     """The intent's fire is sent as the candle arrives (RunnerLock.fire_ahead). A close that
     trades nothing arms the intent again, and the next signal goes out with that same intent."""
+    from apps.orders import brackets
+    from apps.orders.gateway import BrokerGateway
     from apps.orders.models import BracketState
     from apps.strategies.library.fast_test import FastTest
     from apps.strategies.runner import loop as runner_loop
     from apps.strategies.runner.lock import FireAhead, RunnerLock
 
-    armed_ids: list[str] = []
-    arm = runner_loop.bracket_arm
-
-    def arm_spy(**kwargs):
-        intent = arm(**kwargs)
-        armed_ids.append(intent.bracket_id)
-        return intent
-
+    intents: list = []
     aheads: list = []
-    fire_ahead = RunnerLock.fire_ahead
-
-    def ahead_spy(self, *args, **kwargs):
-        made = fire_ahead(self, *args, **kwargs)
-        aheads.append(made)
-        return made
-
     taken: list = []
-    take = FireAhead.take
-
-    def take_spy(self):
-        taken.append(self)
-        return take(self)
-
-    monkeypatch.setattr(FireAhead, "take", take_spy)
+    forgotten: list = []  # the fire found the intent not armed: it was written anew
+    order: list[str] = []  # the request, and the run's path rows: which came first
+    spy(monkeypatch, runner_loop, "bracket_arm", intents)
+    spy(monkeypatch, RunnerLock, "fire_ahead", aheads)
+    spy(monkeypatch, FireAhead, "take", taken)
+    spy(monkeypatch, brackets, "armed_forget", forgotten)
+    spy(monkeypatch, runner_loop, "run_path", order, note="path rows")
+    spy(monkeypatch, BrokerGateway, "place_bracket", order, note="request")
     quiet = itertools.count()
     decide = FastTest.decide
 
     def first_closes_quiet(self, candles):
         return None if next(quiet) < 3 else decide(self, candles)
 
-    from apps.orders import brackets
-    from apps.orders.gateway import BrokerGateway
-
-    forgotten: list[str] = []
-    forget = brackets.armed_forget
-
-    def forget_spy(bracket_id, pk):
-        forgotten.append(bracket_id)  # the fire found the intent not armed: written anew
-        forget(bracket_id, pk)
-
-    order: list[str] = []  # the request, and the run's path rows: which came first
-    path, place = runner_loop.run_path, BrokerGateway.place_bracket
-
-    def path_spy(**kwargs):
-        order.append("path rows")
-        return path(**kwargs)
-
-    def place_spy(self, request):
-        order.append("request")
-        return place(self, request)
-
-    monkeypatch.setattr(runner_loop, "run_path", path_spy)
-    monkeypatch.setattr(BrokerGateway, "place_bracket", place_spy)
-    monkeypatch.setattr(brackets, "armed_forget", forget_spy)
-    monkeypatch.setattr(runner_loop, "bracket_arm", arm_spy)
-    monkeypatch.setattr(RunnerLock, "fire_ahead", ahead_spy)
     monkeypatch.setattr(FastTest, "decide", first_closes_quiet)
     run = make_run()
     gateway = paper_gateway()
@@ -360,7 +333,7 @@ def test_a_close_without_a_signal_keeps_its_intent_armed_for_the_next(monkeypatc
     assert len(taken) == 1  # the signal went out on a fire sent ahead
     first = Bracket.objects.exclude(state=BracketState.ARMED).order_by("pk").first()
     assert first is not None
-    assert first.bracket_id == armed_ids[0]  # armed before the quiet closes, used after them
+    assert first.bracket_id == intents[0].bracket_id  # armed before the quiet closes, used after
     assert forgotten == []  # each quiet close armed it again
     # with an intent armed ahead, the run's path rows are made once the exchange has answered
     assert order[:2] == ["request", "path rows"], order
